@@ -1,0 +1,258 @@
+"""``ds01 container ...``: create, open, exec, start, stop, remove, list, stats."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import typer
+
+from ds01.cli.common import JSON_OPTION, flush_warnings, make_context, require
+
+if TYPE_CHECKING:
+    from ds01.services.context import AppContext
+
+app = typer.Typer(
+    help="Your containers: create, open, run commands, stop, remove, list.", no_args_is_help=True
+)
+
+
+def _own_names(app_ctx: AppContext) -> list[str]:
+    from ds01.services.containers import ContainerService
+
+    svc = ContainerService(app_ctx)
+    return [c.display_name for c in svc.own_containers(app_ctx.own_actor())]
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    name: str = typer.Argument(None, help="Container name (letters, digits, _ . -)."),
+    framework: str = typer.Argument(None, help="Catalog framework, e.g. pytorch, tensorflow."),
+    version: str = typer.Argument(None, help="Exact catalog version; default: newest."),
+    image: str = typer.Option(None, "--image", help="Any local or pullable image instead."),
+    workspace: str = typer.Option(
+        None,
+        "-w",
+        "--workspace",
+        help="Host directory mounted at /workspace (default: ~/workspace/NAME, created).",
+    ),
+    data: str = typer.Option(None, "-d", "--data", help="Host directory mounted at /data."),
+    models: str = typer.Option(None, "-m", "--models", help="Host directory mounted at /models."),
+    arch: str = typer.Option(None, "--arch", help="Catalog architecture (default: from GPU)."),
+    gpus: int = typer.Option(None, "--gpus", min=1, help="Number of whole devices."),
+    gpu_profile: str = typer.Option(None, "--gpu-profile", help="A MIG slice, e.g. 3g.20gb."),
+    cpu_only: bool = typer.Option(False, "--cpu-only", help="No GPU."),
+    wait: bool = typer.Option(False, "--wait", help="Queue the request if no GPU is free."),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Create a container from a catalog framework, your project image, or --image."""
+    from ds01.services.create import CreateRequest, CreateService
+
+    app_ctx = make_context(ctx)
+    name = require(name, "NAME")
+    request = CreateRequest(
+        name=name,
+        framework=framework,
+        version=version,
+        image=image,
+        workspace=workspace,
+        data=data,
+        models=models,
+        arch=arch,
+        gpus=gpus,
+        gpu_profile=gpu_profile,
+        cpu_only=cpu_only,
+        wait=wait,
+    )
+    actor = app_ctx.actor
+    from ds01.cli.progress import PullProgress
+
+    with PullProgress(enabled=not json_out) as progress:
+        result = CreateService(app_ctx).create(actor, request, on_progress=progress.update)
+    flush_warnings(app_ctx)
+    if json_out:
+        from ds01.cli.output import emit_json
+
+        emit_json(result.to_dict())
+        return
+    from ds01.cli.output import console
+
+    out = console()
+    if result.queued:
+        out.print(
+            f"Queued as request [bold]{result.queued}[/bold]: no GPU fits now. "
+            "You will be told when the container is created ('ds01 gpu queue')."
+        )
+        return
+    gpu_text = ", ".join(result.gpus) if result.gpus else "none"
+    out.print(f"Created [bold]{result.name}[/bold] ({result.container}) from {result.image}")
+    out.print(f"  workspace {result.workspace} -> /workspace;  GPUs: {gpu_text}")
+    out.print(f"Open it with: [bold]ds01 container open {result.name}[/bold]")
+
+
+@app.command("open")
+def open_(
+    ctx: typer.Context,
+    name: str = typer.Argument(None, help="Container name."),
+    keep_running: bool = typer.Option(
+        False, "--keep-running", help="Keep the container running after the shell exits."
+    ),
+) -> None:
+    """Open an interactive shell in /workspace (starts the container if needed)."""
+    from ds01.services.containers import ContainerService
+
+    app_ctx = make_context(ctx)
+    name = require(name, "NAME", choices=_own_names(app_ctx))
+    code = ContainerService(app_ctx).open(app_ctx.actor, name, keep_running=keep_running)
+    raise typer.Exit(code)
+
+
+@app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec_(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Container name."),
+    command: list[str] = typer.Argument(None, help="The command, after '--'."),
+) -> None:
+    """Run a command in /workspace as you, without a terminal; its exit code is returned."""
+    from ds01.services.containers import ContainerService
+
+    app_ctx = make_context(ctx)
+    argv = list(command or []) + list(ctx.args)
+
+    def forward(out: bytes | None, err: bytes | None) -> None:
+        if out:
+            sys.stdout.buffer.write(out)
+            sys.stdout.buffer.flush()
+        if err:
+            sys.stderr.buffer.write(err)
+            sys.stderr.buffer.flush()
+
+    code = ContainerService(app_ctx).exec(app_ctx.actor, name, argv, on_output=forward)
+    raise typer.Exit(code)
+
+
+@app.command("start")
+def start(ctx: typer.Context, name: str = typer.Argument(None, help="Container name.")) -> None:
+    """Start a stopped container in the background."""
+    from ds01.services.containers import ContainerService
+
+    app_ctx = make_context(ctx)
+    name = require(name, "NAME", choices=_own_names(app_ctx))
+    details = ContainerService(app_ctx).start(app_ctx.actor, name)
+    typer.echo(f"Started {details.info.display_name}.")
+
+
+@app.command("stop")
+def stop(
+    ctx: typer.Context,
+    name: str = typer.Argument(None, help="Container name."),
+    time: int = typer.Option(None, "-t", "--time", min=0, help="Seconds before SIGKILL."),
+) -> None:
+    """Stop a running container (SIGTERM, then SIGKILL after the grace time)."""
+    from ds01.services.containers import ContainerService
+
+    app_ctx = make_context(ctx)
+    name = require(name, "NAME", choices=_own_names(app_ctx))
+    details = ContainerService(app_ctx).stop(app_ctx.actor, name, timeout=time)
+    typer.echo(f"Stopped {details.info.display_name}.")
+
+
+@app.command("remove")
+def remove(
+    ctx: typer.Context,
+    name: str = typer.Argument(None, help="Container name."),
+    force: bool = typer.Option(False, "-f", "--force", help="Remove even if running."),
+) -> None:
+    """Remove a container (your workspace and the image stay)."""
+    from ds01.services.containers import ContainerService
+
+    app_ctx = make_context(ctx)
+    name = require(name, "NAME", choices=_own_names(app_ctx))
+    details = ContainerService(app_ctx).remove(app_ctx.actor, name, force=force)
+    typer.echo(f"Removed {details.info.display_name}. Your workspace is untouched.")
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    all_users: bool = typer.Option(False, "--all", help="Admins: every user's containers."),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """List your containers in every state (AIME's and DS01's)."""
+    from ds01.services.containers import ContainerService
+
+    app_ctx = make_context(ctx)
+    actor = app_ctx.actor if all_users else app_ctx.own_actor()
+    views = ContainerService(app_ctx).list_views(actor, all_users=all_users)
+    if json_out:
+        from ds01.cli.output import emit_json
+
+        emit_json([v.to_dict() for v in views])
+        return
+    from ds01.cli.output import print_table
+
+    columns = ["NAME", "STATUS", "FRAMEWORK", "GPUS", "IMAGE"]
+    if all_users:
+        columns.insert(1, "USER")
+    rows = []
+    for v in views:
+        row = [v.name, v.status, v.framework, _gpu_cell(v.gpus, v.gpu_equivalents), v.image]
+        if all_users:
+            row.insert(1, v.user or "?")
+        rows.append(row)
+    print_table(
+        None,
+        columns,
+        rows,
+        empty="No containers yet. Create one: ds01 container create NAME pytorch",
+    )
+
+
+def _gpu_cell(gpus: tuple[str, ...], equivalents: float) -> str:
+    if not gpus:
+        return "-"
+    return f"{len(gpus)} ({equivalents:g} eq)"
+
+
+@app.command("stats")
+def stats(ctx: typer.Context, json_out: bool = JSON_OPTION) -> None:
+    """CPU, memory and processes of your running containers."""
+    from ds01.services.containers import ContainerService
+
+    app_ctx = make_context(ctx)
+    views = ContainerService(app_ctx).stats(app_ctx.own_actor())
+    if json_out:
+        from ds01.cli.output import emit_json
+
+        emit_json([v.to_dict() for v in views])
+        return
+    from ds01.cli.output import print_table
+
+    print_table(
+        None,
+        ["NAME", "CPU %", "MEMORY", "LIMIT", "PIDS", "GPUS"],
+        [
+            [
+                v.name,
+                v.cpu_percent,
+                _size(v.memory_bytes),
+                _size(v.memory_limit_bytes),
+                v.pids,
+                len(v.gpus),
+            ]
+            for v in views
+        ],
+        empty="None of your containers is running.",
+    )
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{value} B"

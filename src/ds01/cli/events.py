@@ -1,0 +1,38 @@
+"""``ds01 events``: the audit trail of everything DS01 changed."""
+
+from __future__ import annotations
+
+import typer
+
+from ds01.cli.common import JSON_OPTION, make_context
+
+
+def register(app: typer.Typer) -> None:
+    app.command("events")(events)
+
+
+def events(
+    ctx: typer.Context,
+    user: str = typer.Option(None, "--user", "-u", help="Admins: events of this user."),
+    action: str = typer.Option(None, "--action", help="Only this action (e.g. container)."),
+    limit: int = typer.Option(100, "--limit", "-n", min=1, help="At most this many, newest."),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Show the event log: who did what, when, and the result."""
+    from ds01.services.events import list_events
+
+    app_ctx = make_context(ctx)
+    rows = list_events(app_ctx, app_ctx.actor, user=user, action=action, limit=limit)
+    if json_out:
+        from ds01.cli.output import emit_json
+
+        emit_json([e.to_dict() for e in rows])
+        return
+    from ds01.cli.output import print_table
+
+    print_table(
+        None,
+        ["TIME", "USER", "ACTION", "TARGET", "RESULT"],
+        [[e.ts[:19].replace("T", " "), e.actor, e.action, e.target or "", e.result] for e in rows],
+        empty="No events.",
+    )

@@ -1,0 +1,109 @@
+"""The ``ds01`` command: ``ds01 <noun> <verb>`` plus the hyphenated aliases.
+
+This module wires the command groups together and turns DS01 errors into one red line
+on stderr (plus a JSON object on stdout under ``--json``) and the documented exit code.
+Command modules import services inside their functions, so ``ds01 container list``
+loads only what listing needs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import typer
+
+from ds01 import __version__
+from ds01.cli import catalog, containers, events, images
+from ds01.errors import DS01Error
+
+__all__ = ["build_app", "main"]
+
+#: Command groups whose verbs also exist as hyphenated top-level aliases
+#: (``container-create`` = ``container create``), as users of the existing DS01 type them.
+GROUPS: dict[str, typer.Typer] = {
+    "container": containers.app,
+    "image": images.app,
+    "catalog": catalog.app,
+}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ds01 {__version__}")
+        raise typer.Exit()
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="ds01",
+        help="DS01: your ML containers on the shared GPU server, with fair GPU allocation.",
+        no_args_is_help=True,
+        add_completion=True,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+    @app.callback()
+    def _root(
+        ctx: typer.Context,
+        as_user: str | None = typer.Option(
+            None, "--as", metavar="USER", help="Admins: act for USER (with USER's rights)."
+        ),
+        version: bool = typer.Option(
+            False, "--version", callback=_version, is_eager=True, help="Print the version."
+        ),
+    ) -> None:
+        ctx.obj = {"as_user": as_user}
+
+    for noun, group in GROUPS.items():
+        app.add_typer(group, name=noun)
+    events.register(app)
+    for noun, group in GROUPS.items():
+        for info in group.registered_commands:
+            if info.callback is None:
+                continue
+            verb = info.name or info.callback.__name__
+            app.command(
+                f"{noun}-{verb}",
+                help=f"Same as 'ds01 {noun} {verb}'.",
+                rich_help_panel="Aliases",
+                context_settings=info.context_settings,
+            )(info.callback)
+    return app
+
+
+def _report(exc: DS01Error, want_json: bool) -> int:
+    if want_json:
+        from ds01.cli.output import emit_json
+
+        emit_json(exc.to_dict())
+    from rich.markup import escape
+
+    from ds01.cli.output import error_console
+
+    err = error_console()
+    err.print(f"[bold red]error:[/bold red] {escape(exc.message)}")
+    if exc.hint:
+        err.print(f"[cyan]hint:[/cyan] {escape(exc.hint)}")
+    return exc.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    app = build_app()
+    try:
+        app(args=args, prog_name="ds01")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except DS01Error as exc:
+        return _report(exc, "--json" in args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""The composition root: builds each adapter once, on first use, from the settings.
+
+Commands create one :class:`AppContext`; services receive it and ask it for the parts
+they need. Nothing is built until asked for, so ``ds01 container list`` never imports
+pydantic, NVML or the policy loader. Tests pass ready-made parts to the constructor
+(a Docker engine pointed at the test daemon, a file inventory, a fixed clock).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ds01.adapters.clock import SystemClock
+from ds01.adapters.docker_engine import DockerEngine
+from ds01.domain.actor import Actor
+
+if TYPE_CHECKING:
+    from ds01.adapters.event_log import EventLog
+    from ds01.adapters.state_db import StateDB
+    from ds01.config.limits import PolicyFile
+    from ds01.config.settings import Settings
+    from ds01.domain.catalog import Catalog
+    from ds01.ports import Clock, GpuInventory
+
+__all__ = ["AppContext"]
+
+
+class AppContext:
+    """Lazily built adapters and the acting user, for one command."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings | None = None,
+        actor: Actor | None = None,
+        engine: DockerEngine | None = None,
+        inventory: GpuInventory | None = None,
+        clock: Clock | None = None,
+        act_as: str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._actor = actor
+        self._engine = engine
+        self._inventory = inventory
+        self.clock: Clock = clock or SystemClock()
+        self._act_as = act_as
+        self.environ: Mapping[str, str] = os.environ if environ is None else environ
+        self.warnings: list[str] = []
+        #: The administrator's name when one acts for another user with ``--as``.
+        self.acting_admin: str | None = None
+
+    # -- configuration ----------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from ds01.config.loader import load_settings
+
+            self._settings = load_settings()
+        return self._settings
+
+    # -- identity ---------------------------------------------------------------------
+
+    @property
+    def actor(self) -> Actor:
+        """The acting user, with admin status resolved from the configuration."""
+        if self._actor is None:
+            from ds01.adapters.identity import resolve_actor
+
+            admin_group = self.settings.admin_group
+            self._actor = resolve_actor(
+                act_as=self._act_as, admin_group=admin_group, environ=self.environ
+            )
+            if self._act_as is not None:
+                caller = resolve_actor(admin_group=admin_group, environ=self.environ)
+                self.acting_admin = caller.name
+        return self._actor
+
+    def own_actor(self) -> Actor:
+        """The acting user without loading the configuration (admin status not resolved).
+
+        Used by read-only commands about the caller's own containers, which must answer
+        fast (``container list`` is typed all day): the admin check needs the admin group
+        from ``ds01.yaml``, and validating that file costs more than the whole listing.
+        """
+        if self._actor is not None or self._act_as is not None:
+            return self.actor
+        from ds01.adapters.identity import resolve_actor
+
+        return resolve_actor(admin_group=None, environ=self.environ)
+
+    # -- adapters ---------------------------------------------------------------------
+
+    @property
+    def engine(self) -> DockerEngine:
+        if self._engine is None:
+            self._engine = DockerEngine()
+        return self._engine
+
+    @property
+    def inventory(self) -> GpuInventory:
+        if self._inventory is None:
+            from ds01.adapters.gpu_inventory import open_inventory
+
+            self._inventory = open_inventory(self.settings.gpu.inventory)
+        return self._inventory
+
+    @cached_property
+    def state_db(self) -> StateDB:
+        from ds01.adapters.state_db import StateDB
+
+        return StateDB(Path(self.settings.state_dir))
+
+    @cached_property
+    def events(self) -> EventLog:
+        from ds01.adapters.event_log import EventLog
+
+        return EventLog(self.state_db)
+
+    @cached_property
+    def policy(self) -> PolicyFile:
+        """The resource-limits file, read once per command (so edits apply at once)."""
+        from ds01.config.limits import DEFAULT_POLICY_PATH, load_policy
+
+        path = self.settings.limits
+        policy = load_policy(
+            path,
+            referenced_by="'limits' in the DS01 configuration",
+            missing_ok=path == DEFAULT_POLICY_PATH,
+        )
+        self.warnings.extend(policy.warnings)
+        return policy
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        """AIME's catalog, or the built-in Docker Hub mapping (with a warning) without it."""
+        from ds01.domain.catalog import fallback_catalog, parse_catalog
+        from ds01.errors import ConfigError
+
+        path = Path(self.settings.catalog)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            catalog = fallback_catalog(missing_path=str(path))
+            self.warnings.extend(catalog.warnings)
+            return catalog
+        except OSError as exc:
+            raise ConfigError(
+                f"Cannot read the catalog {path}: {exc.strerror}.",
+                hint="Check 'catalog' in the DS01 configuration and the file's permissions.",
+            ) from exc
+        # Parse warnings (duplicate lines) are for admins: `catalog list` shows them.
+        return parse_catalog(text, str(path))

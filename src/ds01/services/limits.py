@@ -1,0 +1,106 @@
+"""The resource policy as services use it: loaded each command, resolved per user."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ds01.domain.containers import Limits
+from ds01.errors import RefusedError
+
+if TYPE_CHECKING:
+    from ds01.adapters.cgroups import AggregateResult
+    from ds01.domain.actor import Actor
+    from ds01.domain.containers import ContainerInfo
+    from ds01.domain.policy import ResolvedLimits
+    from ds01.services.context import AppContext
+
+__all__ = [
+    "ContainerLimits",
+    "check_container_count",
+    "limits_for",
+    "limits_for_user",
+    "plan_container_limits",
+]
+
+
+def limits_for(ctx: AppContext, actor: Actor) -> ResolvedLimits:
+    """The limits that apply to ``actor`` (their Linux groups decide ``unix_group`` rules)."""
+    return ctx.policy.resolve(actor.name, actor.groups)
+
+
+def limits_for_user(ctx: AppContext, user: str) -> ResolvedLimits:
+    """Limits of any user by name (admins, ``ds01 limits USER``, enforcement)."""
+    from ds01.adapters.identity import actor_for_user
+
+    return limits_for(ctx, actor_for_user(user))
+
+
+@dataclass(frozen=True)
+class ContainerLimits:
+    """What one new container gets: Docker limits plus its parent cgroup."""
+
+    resolved: ResolvedLimits
+    limits: Limits
+    driver: str
+    aggregate: AggregateResult | None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "group": self.resolved.group,
+            "cgroup_parent": self.limits.cgroup_parent,
+            "nano_cpus": self.limits.nano_cpus,
+            "memory": self.limits.memory,
+            "memory_swap": self.limits.memory_swap,
+            "shm_size": self.limits.shm_size,
+            "pids_limit": self.limits.pids_limit,
+        }
+        if self.aggregate is not None:
+            out["aggregate_applied"] = self.aggregate.applied
+        return out
+
+
+def plan_container_limits(ctx: AppContext, actor: Actor) -> ContainerLimits:
+    """Per-container limits and the user's parent cgroup (prepared with the aggregate)."""
+    from ds01.adapters.cgroups import CgroupManager
+
+    resolved = limits_for(ctx, actor)
+    driver = ctx.engine.cgroup_driver()
+    parent = resolved.cgroup_parent(driver)
+    kwargs = resolved.docker_create_kwargs()
+    limits = Limits(
+        nano_cpus=kwargs.get("nano_cpus"),
+        memory=kwargs.get("mem_limit"),
+        memory_swap=kwargs.get("memswap_limit"),
+        shm_size=kwargs.get("shm_size"),
+        pids_limit=kwargs.get("pids_limit"),
+        cgroup_parent=parent,
+    )
+    aggregate = None
+    if not resolved.aggregate.is_unlimited:
+        manager = CgroupManager(driver)
+        aggregate = manager.apply(parent, resolved.slice_chain()[-1], resolved.aggregate)
+        if not aggregate.applied:
+            ctx.warnings.append(
+                f"Your combined limit ({aggregate.where}) is not in place yet: "
+                f"{aggregate.reason}. Per-container limits still apply."
+            )
+    return ContainerLimits(resolved, limits, driver, aggregate)
+
+
+def check_container_count(
+    resolved: ResolvedLimits, existing: list[ContainerInfo], *, adding: int = 1
+) -> None:
+    """``max_containers`` counts containers in every state; exit 3 naming what to remove."""
+    cap = resolved.max_containers
+    if cap is None or len(existing) + adding <= cap:
+        return
+    names = ", ".join(f"{c.display_name} ({c.state.value})" for c in existing)
+    raise RefusedError(
+        f"You have {len(existing)} containers and may have at most {cap} "
+        f"(group {resolved.group}): {names}.",
+        hint="Remove one you no longer need: 'ds01 container remove NAME' "
+        "(stopped ones count too).",
+        code="container_limit",
+        details={"held": len(existing), "allowed": cap, "containers": [c.tag for c in existing]},
+    )

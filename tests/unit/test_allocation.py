@@ -11,25 +11,27 @@ import pytest
 
 from ds01.domain.allocation import (
     Allocation,
-    GpuQuota,
-    GpuRequest,
-    Holding,
     NoFit,
     NoFitReason,
     Refusal,
     RefusalReason,
-    RequestKind,
     allocatable_devices,
     capacity_summary,
     decide,
-    holdings_in_force,
-    parse_mig_profile,
     require_allocation,
-    to_equivalents,
     usable_devices,
     validate_before_start,
 )
 from ds01.domain.devices import Device, Gpu, Inventory
+from ds01.domain.gpu_request import (
+    GpuQuota,
+    GpuRequest,
+    Holding,
+    RequestKind,
+    holdings_in_force,
+    parse_mig_profile,
+    to_equivalents,
+)
 from ds01.domain.labels import ContainerLabels
 from ds01.errors import ConfigError, NoCapacityError, RefusedError, UsageError
 

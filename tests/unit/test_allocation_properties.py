@@ -18,19 +18,21 @@ from hypothesis import strategies as st
 
 from ds01.domain.allocation import (
     Allocation,
+    NoFit,
+    Refusal,
+    allocatable_devices,
+    decide,
+    usable_devices,
+)
+from ds01.domain.devices import Device, Gpu, Inventory
+from ds01.domain.gpu_request import (
     GpuQuota,
     GpuRequest,
     Holding,
-    NoFit,
-    Refusal,
     RequestKind,
-    allocatable_devices,
-    decide,
     parse_mig_profile,
-    usable_devices,
     user_equivalents,
 )
-from ds01.domain.devices import Device, Gpu, Inventory
 from ds01.domain.queue import Aging, Grant, QueueEntry, Waiting, WaitReason, order, plan
 from tests.unit.test_allocation import A30_PROFILES, A100_PROFILES, T0, full_gpu, inventory, mig_gpu
 

@@ -17,14 +17,16 @@ from ds01.domain.dockerfile import (
     CA_BUNDLE,
     CUSTOM_BEGIN,
     CUSTOM_END,
-    USER_BLOCK_BEGIN,
     BuildNetwork,
     ImageSpec,
     ImageUser,
     account_name,
+    render_dockerfile,
+)
+from ds01.domain.dockerfile_edit import (
+    USER_BLOCK_BEGIN,
     dockerfile_base_image,
     read_custom_tier,
-    render_dockerfile,
     replace_custom_tier,
     wrap_user_dockerfile,
 )

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from ds01.domain.idle import NOT_BUSY, Activity, Busy, Sample
 from ds01.domain.lifecycle import (
-    KEEP_ALIVE_COMMAND,
     Action,
     ContainerFacts,
     ContainerPolicy,
@@ -31,8 +30,8 @@ from ds01.domain.lifecycle import (
     Stop,
     Warn,
     decide,
-    render_notice,
 )
+from ds01.domain.lifecycle_notices import KEEP_ALIVE_COMMAND, render_notice
 from ds01.errors import ConfigError
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)

@@ -7,7 +7,8 @@ from fractions import Fraction
 
 import pytest
 
-from ds01.domain.allocation import Allocation, GpuQuota, GpuRequest, Holding, decide
+from ds01.domain.allocation import Allocation, decide
+from ds01.domain.gpu_request import GpuQuota, GpuRequest, Holding
 from ds01.domain.queue import (
     DEFAULT_AGING,
     Aging,

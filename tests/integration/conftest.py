@@ -202,7 +202,10 @@ def ds01_env(
     root.chmod(0o755)
     state = root / "state"
     state.mkdir()
-    state.chmod(0o1777)  # every test user writes the shared state, as the group would
+    # As on a server: the state dir is setgid to a group every DS01 user is in (here the
+    # docker group), so files the first user creates stay writable by the others.
+    os.chown(state, 0, grp.getgrnam("docker").gr_gid)
+    state.chmod(0o2775)
     limits = root / "resource-limits.yaml"
     inventory = root / "gpus.json"
     config = root / "ds01.yaml"

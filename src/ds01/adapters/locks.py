@@ -26,9 +26,9 @@ _POLL_S = 0.05
 @contextmanager
 def host_lock(path: Path, *, timeout: float, what: str = "GPU allocation") -> Iterator[float]:
     """Hold the exclusive lock at ``path``; yields the seconds spent waiting for it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     old_umask = os.umask(0o002)  # every DS01 user must be able to open the lock file
     try:
+        path.parent.mkdir(mode=0o2775, parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o664)
     except OSError as exc:
         raise ConfigError(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ds01.cli.common import JSON_OPTION, flush_warnings, make_context, require
+from ds01.errors import EXIT_NO_CAPACITY
 
 if TYPE_CHECKING:
     from ds01.services.context import AppContext
@@ -75,6 +76,8 @@ def create(
         from ds01.cli.output import emit_json
 
         emit_json(result.to_dict())
+        if result.queued:
+            raise typer.Exit(EXIT_NO_CAPACITY)
         return
     from ds01.cli.output import console
 
@@ -84,7 +87,7 @@ def create(
             f"Queued as request [bold]{result.queued}[/bold]: no GPU fits now. "
             "You will be told when the container is created ('ds01 gpu queue')."
         )
-        return
+        raise typer.Exit(EXIT_NO_CAPACITY)  # exit 4: no capacity now; the request waits
     gpu_text = ", ".join(result.gpus) if result.gpus else "none"
     out.print(f"Created [bold]{result.name}[/bold] ({result.container}) from {result.image}")
     out.print(f"  workspace {result.workspace} -> /workspace;  GPUs: {gpu_text}")

@@ -14,16 +14,18 @@ from collections.abc import Sequence
 import typer
 
 from ds01 import __version__
-from ds01.cli import catalog, containers, events, images
+from ds01.cli import catalog, containers, events, gpu, images, limits
 from ds01.errors import DS01Error
 
 __all__ = ["build_app", "main"]
 
-#: Command groups whose verbs also exist as hyphenated top-level aliases
+#: The command groups. Verbs of those in ALIASED also exist as hyphenated top-level aliases
 #: (``container-create`` = ``container create``), as users of the existing DS01 type them.
+ALIASED = ("container", "image")
 GROUPS: dict[str, typer.Typer] = {
     "container": containers.app,
     "image": images.app,
+    "gpu": gpu.app,
     "catalog": catalog.app,
 }
 
@@ -59,8 +61,9 @@ def build_app() -> typer.Typer:
     for noun, group in GROUPS.items():
         app.add_typer(group, name=noun)
     events.register(app)
-    for noun, group in GROUPS.items():
-        for info in group.registered_commands:
+    limits.register(app)
+    for noun in ALIASED:
+        for info in GROUPS[noun].registered_commands:
             if info.callback is None:
                 continue
             verb = info.name or info.callback.__name__
@@ -102,7 +105,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: one clear line here, the traceback in a file
+        return _internal_error(exc)
     return 0
+
+
+def _internal_error(exc: Exception) -> int:
+    """Report an unexpected exception as a bug, keeping the traceback out of the way."""
+    import os
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    if os.environ.get("DS01_DEBUG"):
+        sys.stderr.write(text)
+        return 1
+    fd, path = tempfile.mkstemp(prefix="ds01-error-", suffix=".log")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    print(
+        f"error: internal error ({type(exc).__name__}: {exc}). This is a DS01 bug; the "
+        f"details are in {path} (set DS01_DEBUG=1 to print them).",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

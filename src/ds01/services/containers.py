@@ -16,7 +16,7 @@ from ds01.domain.containers import KEEPALIVE_COMMAND, ContainerInfo, ContainerSt
 from ds01.domain.devices import format_equivalents
 from ds01.domain.labels import AIME, LEGACY, L
 from ds01.domain.naming import TAG_SEPARATOR, container_tag, split_tag
-from ds01.errors import NotFoundError, RefusedError, UsageError
+from ds01.errors import NoCapacityError, NotFoundError, RefusedError, UsageError
 from ds01.services.audit import audited
 
 if TYPE_CHECKING:
@@ -229,10 +229,39 @@ class ContainerService:
         details = self.resolve(actor, name)
         info = details.info
         with audited(self.ctx, actor, "container.start", info.tag, owner=info.owner):
-            if info.state is not ContainerState.RUNNING:
+            if info.state is ContainerState.RUNNING:
+                return details
+            labels = info.decoded
+            if labels is None or not labels.gpu_uuids:
+                self.ctx.engine.start(info.tag)
+                return details
+            from ds01.services.create import CreateService
+
+            # Its hold may have run out while it was stopped: take the devices back under
+            # the allocation lock, so no concurrent create can be handed them meanwhile.
+            with CreateService(self.ctx).lock():
                 self._check_devices(details)
+                self._check_still_ours(details)
                 self.ctx.engine.start(info.tag)
         return details
+
+    def _check_still_ours(self, details: ContainerDetails) -> None:
+        from ds01.services.gpus import GpuService
+
+        labels = details.info.decoded
+        mine = set(labels.gpu_uuids) if labels else set()
+        for holding in GpuService(self.ctx).holdings().in_force:
+            if holding.container == details.info.tag:
+                continue
+            taken = mine & set(holding.device_uuids)
+            if taken:
+                raise NoCapacityError(
+                    f"The GPU of {details.info.display_name!r} ({', '.join(sorted(taken))}) "
+                    f"was released while it was stopped and is now used by {holding.user}.",
+                    hint="Remove this container and create it again to get a free GPU; "
+                    "your workspace is kept.",
+                    code="device_reassigned",
+                )
 
     def _check_devices(self, details: ContainerDetails) -> None:
         """Before start: the devices a container was given must still exist."""
@@ -275,6 +304,10 @@ class ContainerService:
             if labels and labels.gpu_uuids:
                 audit.add(released_gpus=list(labels.gpu_uuids))
             self.ctx.engine.remove(info.tag, force=force)
+        if labels and labels.gpu_uuids:
+            from ds01.services.queue import process_queue_quietly
+
+            process_queue_quietly(self.ctx)  # its devices may be what the queue waits for
         return details
 
     def exec(

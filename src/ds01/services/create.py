@@ -10,30 +10,34 @@ leaves no orphan container, allocation or directory behind.
 
 from __future__ import annotations
 
-import io
-import tarfile
-import time
+import functools
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ds01.adapters.identity import require_non_root
-from ds01.domain.containers import ContainerSpec, Limits, Mount
+from ds01.adapters.locks import host_lock
+from ds01.domain.allocation import (
+    Allocation,
+    GpuRequest,
+    NoFit,
+    NoFitReason,
+    Refusal,
+    RequestKind,
+    decide,
+)
+from ds01.domain.containers import ContainerSpec, Mount
+from ds01.domain.devices import format_equivalents
 from ds01.domain.labels import ContainerLabels, ImageLabels
 from ds01.domain.naming import container_tag, project_image_name, validate_name
-from ds01.domain.user_setup import (
-    ContainerUser,
-    account_name,
-    bashrc,
-    merge_group,
-    merge_passwd,
-    merge_shadow,
-    profile,
-    sudoers,
-)
-from ds01.errors import UsageError
+from ds01.errors import NoCapacityError, UsageError
 from ds01.services.audit import audited
+from ds01.services.container_user import container_user, install_user
+from ds01.services.gpus import GpuService, quota_from_limits
+from ds01.services.limits import ContainerLimits, check_container_count, plan_container_limits
 from ds01.services.mounts import CreatedDirs, check_mount_source, ensure_workspace
 
 if TYPE_CHECKING:
@@ -41,7 +45,7 @@ if TYPE_CHECKING:
     from ds01.domain.actor import Actor
     from ds01.services.context import AppContext
 
-__all__ = ["CreateRequest", "CreateResult", "CreateService", "ResolvedImage"]
+__all__ = ["CreateRequest", "CreateResult", "CreateService", "Prepared", "ResolvedImage"]
 
 DEFAULT_FRAMEWORK = "Pytorch"
 
@@ -75,6 +79,24 @@ class ResolvedImage:
     info: ImageInfo | None  # None until present locally
 
 
+@dataclass
+class Prepared:
+    """A create request with everything decided that can be decided without the lock."""
+
+    actor: Actor
+    req: CreateRequest
+    tag: str
+    request: GpuRequest
+    image: ResolvedImage
+    info: ImageInfo
+    workspace: Path
+    data: Path | None
+    models: Path | None
+    limits: ContainerLimits
+    queue_id: int | None = None
+    allocation: Allocation | None = None
+
+
 @dataclass(frozen=True)
 class CreateResult:
     name: str
@@ -86,7 +108,7 @@ class CreateResult:
     gpus: tuple[str, ...]
     gpu_equivalents: float
     limits: Mapping[str, Any]
-    queued: str | None = None
+    queued: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -175,207 +197,230 @@ class CreateService:
 
     # -- the use case -----------------------------------------------------------------
 
+    def gpu_request(self, req: CreateRequest) -> GpuRequest:
+        """``--gpus N``, ``--gpu-profile P`` or ``--cpu-only``; by default one device when
+        the host has any (like AIME), else none."""
+        chosen = sum(x for x in (req.gpus is not None, req.gpu_profile is not None, req.cpu_only))
+        if chosen > 1:
+            raise UsageError(
+                "--gpus, --gpu-profile and --cpu-only exclude each other.",
+                hint="Pick one way to ask for a GPU.",
+            )
+        if req.cpu_only:
+            return GpuRequest.cpu_only()
+        if req.gpu_profile is not None:
+            return GpuRequest.mig(req.gpu_profile)
+        if req.gpus is not None:
+            return GpuRequest.gpus(req.gpus)
+        if not self.ctx.inventory.read().devices:
+            return GpuRequest.cpu_only()
+        return GpuRequest.gpus(1)
+
+    def prepare(self, actor: Actor, req: CreateRequest, on_progress: ProgressFn | None) -> Prepared:
+        """Everything that can be refused, decided before anything is made."""
+        tag = container_tag(req.name, actor.uid)
+        self.refuse_existing(req.name, tag)
+        request = self.gpu_request(req)
+        image = self.resolve_image(actor, req)
+        settings = self.ctx.settings
+        base = settings.workspace_base(actor.name, actor.home)
+        check = functools.partial(
+            check_mount_source,
+            actor,
+            roots=list(settings.container.allowed_mount_roots),
+            extra_roots=[base],
+            cwd=req.cwd,
+        )
+        data = check(req.data, what="data") if req.data else None
+        models = check(req.models, what="models") if req.models else None
+        workspace = check(req.workspace, what="workspace") if req.workspace else base / req.name
+        limits = plan_container_limits(self.ctx, actor)
+        info = self.ensure_image(image, on_progress)
+        return Prepared(
+            actor=actor,
+            req=req,
+            tag=tag,
+            request=request,
+            image=image,
+            info=info,
+            workspace=workspace,
+            data=data,
+            models=models,
+            limits=limits,
+        )
+
+    def refuse_existing(self, name: str, tag: str) -> None:
+        if self.ctx.engine.exists(tag):
+            raise UsageError(
+                f"You already have a container named {name!r} ({tag}).",
+                hint=f"Open it with 'ds01 container open {name}', or remove it first.",
+                code="container_exists",
+            )
+
     def create(
         self, actor: Actor, req: CreateRequest, *, on_progress: ProgressFn | None = None
     ) -> CreateResult:
+        """Create a container, or queue the request (``--wait``) when no GPU fits now."""
         require_non_root(actor)
         validate_name(req.name)
         tag = container_tag(req.name, actor.uid)
         with audited(self.ctx, actor, "container.create", tag) as audit:
-            if self.ctx.engine.exists(tag):
-                raise UsageError(
-                    f"You already have a container named {req.name!r} ({tag}).",
-                    hint=f"Open it with 'ds01 container open {req.name}', or remove it first.",
-                    code="container_exists",
-                )
-            image = self.resolve_image(actor, req)
-            settings = self.ctx.settings
-            base = settings.workspace_base(actor.name, actor.home)
-            roots = list(settings.container.allowed_mount_roots)
-            mounts_kw = {"roots": roots, "extra_roots": [base], "cwd": req.cwd}
-            data = (
-                check_mount_source(actor, req.data, what="data", **mounts_kw)  # type: ignore[arg-type]
-                if req.data
-                else None
-            )
-            models = (
-                check_mount_source(actor, req.models, what="models", **mounts_kw)  # type: ignore[arg-type]
-                if req.models
-                else None
-            )
+            prepared = self.prepare(actor, req, on_progress)
             made = CreatedDirs([])
-            if req.workspace:
-                workspace = check_mount_source(
-                    actor,
-                    req.workspace,
-                    what="workspace",
-                    **mounts_kw,  # type: ignore[arg-type]
-                )
-            else:
-                workspace = base / req.name
-            plan = self.plan_limits(actor)
             try:
                 if not req.workspace:
-                    made = ensure_workspace(actor, workspace)
-                info = self.ensure_image(image, on_progress)
-                result = self._create_locked(
-                    actor, req, tag, image, info, workspace, data, models, plan
-                )
+                    made = ensure_workspace(actor, prepared.workspace)
+                with self.lock():
+                    allocation = self.allocate(prepared)
+                    if allocation is None:
+                        queued = self.enqueue(prepared)
+                        audit.result = "queued"
+                        audit.add(queue_id=queued)
+                        return self.result(prepared, None, queued=queued)
+                    self.make_container(prepared, allocation)
+                self.finish(prepared)
             except BaseException:
                 made.rollback()
                 raise
-            audit.add(image=image.ref, gpus=list(result.gpus), limits=dict(result.limits))
+            result = self.result(prepared, allocation)
+            audit.add(image=prepared.image.ref, gpus=list(result.gpus), limits=result.limits)
             return result
 
-    # -- hooks filled in by the policy and GPU layers -----------------------------------
+    def lock(self) -> AbstractContextManager[float]:
+        """The host-wide lock around decide-and-create (never skipped; exit 4 on timeout)."""
+        settings = self.ctx.settings
+        return host_lock(
+            Path(settings.state_dir) / "locks" / "allocation.lock",
+            timeout=settings.gpu.lock_timeout,
+        )
 
-    def plan_limits(self, actor: Actor) -> Any:
-        """Per-container limits from the policy; ``None`` means no policy applies."""
-        return None
+    def allocate(self, prepared: Prepared) -> Allocation | None:
+        """Under the lock: container count, GPU policy and placement, queue fairness.
 
-    def _create_locked(
-        self,
-        actor: Actor,
-        req: CreateRequest,
-        tag: str,
-        image: ResolvedImage,
-        info: ImageInfo,
-        workspace: Path,
-        data: Path | None,
-        models: Path | None,
-        plan: Any,
-    ) -> CreateResult:
-        user = self.container_user(actor, info)
+        Returns the allocation, or ``None`` when the request should wait (``--wait``);
+        raises exit 3 (policy), 4 (no capacity, no --wait) or 2 (can never fit).
+        """
+        from ds01.services.containers import ContainerService
+        from ds01.services.queue import QueueService
+
+        actor = prepared.actor
+        existing = ContainerService(self.ctx).own_containers(actor)
+        check_container_count(prepared.limits.resolved, existing)
+        if prepared.request.kind is RequestKind.CPU_ONLY:
+            return Allocation(devices=(), equivalents=Fraction(0))
+        quota = quota_from_limits(prepared.limits.resolved)
+        inventory = self.ctx.inventory.read()
+        holdings = GpuService(self.ctx).holdings().in_force
+        decision = decide(prepared.request, actor.name, quota, inventory, holdings)
+        if isinstance(decision, Refusal):
+            raise decision.to_error()
+        if isinstance(decision, NoFit) and decision.reason is NoFitReason.NEVER:
+            raise decision.to_error()
+        # Allowed, and maybe free: it still may not jump ahead of requests already waiting.
+        granted = QueueService(self.ctx).fits_behind_queue(
+            actor.name, prepared.request, quota, inventory, holdings
+        )
+        if granted is not None:
+            return granted
+        if prepared.req.wait:
+            return None
+        if isinstance(decision, NoFit):
+            raise decision.to_error()
+        raise NoCapacityError(
+            f"The free GPUs are reserved for requests that were queued first "
+            f"({prepared.request.describe()}).",
+            hint="Add --wait to queue behind them, or try again later ('ds01 gpu queue').",
+            code="queued_first",
+        )
+
+    def enqueue(self, prepared: Prepared) -> int:
+        from ds01.services.queue import QueueService
+
+        return QueueService(self.ctx).enqueue(prepared)
+
+    def make_container(self, prepared: Prepared, allocation: Allocation) -> None:
+        """Create the container with its device labels (called under the lock)."""
+        actor, req, image = prepared.actor, prepared.req, prepared.image
+        user = container_user(actor)
+        now = self.ctx.clock.now().isoformat(timespec="seconds")
+        uuids = allocation.uuids
         labels = ContainerLabels(
             name=req.name,
             user=actor.name,
             framework=image.framework_label,
             arch=image.arch,
-            work_mount=str(workspace),
-            data_mount=str(data) if data else None,
-            models_mount=str(models) if models else None,
-            gpus="0",
+            work_mount=str(prepared.workspace),
+            data_mount=str(prepared.data) if prepared.data else None,
+            models_mount=str(prepared.models) if prepared.models else None,
+            gpus=allocation.gpus_label,
             uid=actor.uid,
+            group=prepared.limits.resolved.group,
             custom_image=image.ref if image.custom else None,
             image=image.ref,
-            created_at=self.ctx.clock.now().isoformat(timespec="seconds"),
+            created_at=now,
+            gpu_uuids=uuids,
+            gpu_equivalents=allocation.equivalents,
+            gpu_profile=prepared.request.profile,
+            gpu_allocated_at=now if uuids else None,
+            queue_id=str(prepared.queue_id) if prepared.queue_id else None,
             interface=req.interface,
         )
-        mounts = [Mount(str(workspace), "/workspace")]
-        if data:
-            mounts.append(Mount(str(data), "/data"))
-        if models:
-            mounts.append(Mount(str(models), "/models"))
+        env = {"HOME": user.home, "USER": user.name}
+        if uuids:
+            env["CUDA_VISIBLE_DEVICES"] = allocation.cuda_visible_devices
+            env["NVIDIA_VISIBLE_DEVICES"] = allocation.cuda_visible_devices
+        else:
+            # Images such as AIME's set NVIDIA_VISIBLE_DEVICES=all; with the NVIDIA runtime
+            # as Docker's default that would hand a CPU-only container every GPU.
+            env["NVIDIA_VISIBLE_DEVICES"] = "void"
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        mounts = [Mount(str(prepared.workspace), "/workspace")]
+        if prepared.data:
+            mounts.append(Mount(str(prepared.data), "/data"))
+        if prepared.models:
+            mounts.append(Mount(str(prepared.models), "/models"))
+        settings = self.ctx.settings
         spec = ContainerSpec(
-            tag=tag,
+            tag=prepared.tag,
             image=image.ref,
             labels=labels.encode(),
             user=f"{actor.uid}:{actor.gid}",
-            env={"HOME": user.home, "USER": user.name},
+            env=env,
             mounts=tuple(mounts),
-            limits=Limits(),
-            network=self.ctx.settings.container.network,
-            ulimits=self.ctx.settings.container.ulimits,
+            limits=prepared.limits.limits,
+            device_ids=uuids if settings.gpu.runtime == "nvidia" else (),
+            network=settings.container.network,
             hostname=_hostname(req.name),
+            ulimits=settings.container.ulimits,
         )
         self.ctx.engine.create(spec)
+        prepared.allocation = allocation
+
+    def finish(self, prepared: Prepared) -> None:
+        """After the lock: copy the user in; a failure removes the container again."""
         try:
-            self.install_user(tag, user, info)
+            install_user(
+                self.ctx.engine, prepared.tag, container_user(prepared.actor), prepared.info
+            )
         except BaseException:
-            self.ctx.engine.remove(tag, force=True)
+            self.ctx.engine.remove(prepared.tag, force=True)
             raise
+
+    def result(
+        self, prepared: Prepared, allocation: Allocation | None, *, queued: int | None = None
+    ) -> CreateResult:
         return CreateResult(
-            name=req.name,
-            container=tag,
-            image=image.ref,
-            framework=image.framework_label,
-            arch=image.arch,
-            workspace=str(workspace),
-            gpus=(),
-            gpu_equivalents=0.0,
-            limits={},
+            name=prepared.req.name,
+            container=prepared.tag,
+            image=prepared.image.ref,
+            framework=prepared.image.framework_label,
+            arch=prepared.image.arch,
+            workspace=str(prepared.workspace),
+            gpus=allocation.uuids if allocation else (),
+            gpu_equivalents=format_equivalents(allocation.equivalents) if allocation else 0.0,
+            limits=prepared.limits.to_dict(),
+            queued=queued,
         )
-
-    # -- the user inside ----------------------------------------------------------------
-
-    def container_user(self, actor: Actor, info: ImageInfo) -> ContainerUser:
-        import grp
-
-        try:
-            group = grp.getgrgid(actor.gid).gr_name
-        except KeyError:
-            group = actor.name
-        return ContainerUser(
-            name=account_name(actor.name),
-            uid=actor.uid,
-            gid=actor.gid,
-            group=account_name(group),
-        )
-
-    def install_user(self, tag: str, user: ContainerUser, info: ImageInfo) -> None:
-        """Give the created container a passwd entry, a home and sudo — no commit."""
-        baked = ImageLabels.decode(info.labels)
-        if baked and baked.uid == user.uid and baked.gid == user.gid:
-            return  # built for this user by `image create`: nothing to add
-        engine = self.ctx.engine
-        shell = "/bin/bash" if engine.path_exists(tag, "/bin/bash") else "/bin/sh"
-        user = ContainerUser(user.name, user.uid, user.gid, user.group, shell)
-        files: list[tuple[str, bytes, int, int, int]] = []
-        for path, merge, fallback_mode in (
-            ("/etc/passwd", merge_passwd, 0o644),
-            ("/etc/group", merge_group, 0o644),
-            ("/etc/shadow", merge_shadow, 0o640),
-        ):
-            current = engine.read_file(tag, path)
-            if current is None and path == "/etc/shadow":
-                continue  # an image without shadow passwords needs no entry there
-            text = current.content.decode() if current else ""
-            mode, uid, gid = (
-                (current.mode, current.uid, current.gid) if current else (fallback_mode, 0, 0)
-            )
-            files.append((path.lstrip("/"), merge(text, user).encode(), mode, uid, gid))
-        dirs: list[tuple[str, int, int, int]] = []
-        if not engine.path_exists(tag, "/home"):
-            dirs.append(("home", 0o755, 0, 0))
-        if not engine.path_exists(tag, user.home):
-            home = user.home.lstrip("/")
-            dirs.append((home, 0o755, user.uid, user.gid))
-            files.append((f"{home}/.bashrc", bashrc(user.name).encode(), 0o644, user.uid, user.gid))
-            files.append((f"{home}/.profile", profile().encode(), 0o644, user.uid, user.gid))
-            dirs.append((f"{home}/.local", 0o755, user.uid, user.gid))
-            dirs.append((f"{home}/.local/bin", 0o755, user.uid, user.gid))
-        if engine.path_exists(tag, "/etc/sudoers.d"):
-            files.append((f"etc/sudoers.d/ds01-{user.uid}", sudoers(user).encode(), 0o440, 0, 0))
-        engine.put_archive(tag, "/", _tar(dirs, files))
-
-
-def _tar(
-    dirs: list[tuple[str, int, int, int]], files: list[tuple[str, bytes, int, int, int]]
-) -> bytes:
-    buf = io.BytesIO()
-    now = int(time.time())
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, mode, uid, gid in dirs:
-            entry = tarfile.TarInfo(name)
-            entry.type, entry.mode, entry.uid, entry.gid, entry.mtime = (
-                tarfile.DIRTYPE,
-                mode,
-                uid,
-                gid,
-                now,
-            )
-            tar.addfile(entry)
-        for name, content, mode, uid, gid in files:
-            entry = tarfile.TarInfo(name)
-            entry.size, entry.mode, entry.uid, entry.gid, entry.mtime = (
-                len(content),
-                mode,
-                uid,
-                gid,
-                now,
-            )
-            tar.addfile(entry, io.BytesIO(content))
-    return buf.getvalue()
 
 
 def _hostname(name: str) -> str:

@@ -1,18 +1,148 @@
-"""GPU use cases: what the inventory offers, who holds what, allocation and release."""
+"""GPU use cases: what the host offers, who holds what (read back from Docker), quotas.
+
+Docker is the truth about holdings: a container's ``aime.mlc.GPU_UUIDS`` and
+``aime.mlc.GPU_EQUIVALENTS`` labels say what it holds, and its state and stop time say
+whether the hold is still in force (``gpu_hold_after_stop``). Nothing here keeps a copy.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+from ds01.domain.allocation import (
+    GpuQuota,
+    Holding,
+    capacity_summary,
+    holdings_in_force,
+)
+from ds01.domain.containers import ContainerState
+from ds01.domain.devices import Inventory, format_equivalents
+from ds01.domain.labels import LEGACY, L
 
 if TYPE_CHECKING:
+    from ds01.domain.containers import ContainerInfo
+    from ds01.domain.policy import ResolvedLimits
     from ds01.services.context import AppContext
 
-__all__ = ["missing_devices"]
+__all__ = ["GpuService", "HoldingsView", "missing_devices", "quota_from_limits"]
+
+
+def quota_from_limits(limits: ResolvedLimits) -> GpuQuota:
+    return GpuQuota(
+        max_gpu_equivalents=limits.max_gpu_equivalents,
+        max_gpus_per_container=limits.max_gpus_per_container,
+        allow_full_gpu=limits.allow_full_gpu,
+        allowed_mig_profiles=limits.allowed_mig_profiles,
+        priority=limits.priority,
+    )
 
 
 def missing_devices(ctx: AppContext, uuids: Sequence[str]) -> list[str]:
     """The device UUIDs among ``uuids`` that the current inventory no longer offers."""
-    inventory = ctx.inventory.read()
-    present = {d.uuid for d in inventory.devices}
+    present = {d.uuid for d in ctx.inventory.read().devices}
     return [u for u in uuids if u not in present]
+
+
+@dataclass(frozen=True)
+class HoldingsView:
+    """Holdings at one moment: those in force and those whose hold after stop ran out."""
+
+    in_force: list[Holding]
+    expired: list[Holding]
+    containers: dict[str, ContainerInfo]
+
+
+class GpuService:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self._hold_cache: dict[str, timedelta | None] = {}
+
+    def gpu_containers(self) -> list[ContainerInfo]:
+        """Every container that carries a GPU holding label (DS01's, or legacy DS01's)."""
+        engine = self.ctx.engine
+        found = {c.id: c for c in engine.list_containers([L.GPU_UUIDS])}
+        for key in (LEGACY.GPU_UUIDS, LEGACY.GPU_UUID):
+            for c in engine.list_containers([key]):
+                found.setdefault(c.id, c)
+        return [c for c in found.values() if c.decoded and c.decoded.gpu_uuids]
+
+    def hold_after_stop(self, user: str) -> timedelta | None:
+        if user not in self._hold_cache:
+            from ds01.errors import UsageError
+            from ds01.services.limits import limits_for_user
+
+            try:
+                seconds = limits_for_user(self.ctx, user).gpu_hold_after_stop_s
+            except UsageError:
+                # An owner who no longer exists: their holds run out at the default.
+                seconds = self.ctx.policy.resolve(user).gpu_hold_after_stop_s
+            self._hold_cache[user] = None if seconds is None else timedelta(seconds=seconds)
+        return self._hold_cache[user]
+
+    def holdings(self, now: datetime | None = None) -> HoldingsView:
+        now = now or self.ctx.clock.now()
+        engine = self.ctx.engine
+        holdings: list[Holding] = []
+        containers: dict[str, ContainerInfo] = {}
+        for info in self.gpu_containers():
+            labels = info.decoded
+            if labels is None:
+                continue
+            finished = None
+            if info.state in (ContainerState.EXITED, ContainerState.DEAD):
+                # Only stopped containers need their stop time (one inspect each).
+                finished = engine.inspect(info.id).finished_at
+            holdings.append(
+                Holding.from_labels(info.tag, labels, state=info.state.value, finished_at=finished)
+            )
+            containers[info.tag] = info
+        users = {h.user for h in holdings}
+        holds = {u: self.hold_after_stop(u) for u in users}
+        in_force = holdings_in_force(holdings, now, holds)
+        kept = {h.container for h in in_force}
+        expired = [h for h in holdings if h.container not in kept]
+        return HoldingsView(in_force, expired, containers)
+
+    def status(self) -> dict[str, Any]:
+        """``gpu status``: every device, who holds it, utilization, free capacity."""
+        inventory = self.ctx.inventory.read()
+        view = self.holdings()
+        summary = capacity_summary(inventory, view.in_force)
+        devices = []
+        for use in summary.devices:
+            d = use.device
+            holder = use.holder
+            devices.append(
+                {
+                    "uuid": d.uuid,
+                    "gpu_index": d.gpu_index,
+                    "name": d.name,
+                    "mig_profile": d.mig_profile,
+                    "equivalents": format_equivalents(d.equivalents),
+                    "memory_mib": d.memory_mib,
+                    "utilization_gpu": d.utilization_gpu,
+                    "processes": len(d.processes),
+                    "user": holder.user if holder else None,
+                    "container": holder.container if holder else None,
+                    "since": holder.since.isoformat() if holder and holder.since else None,
+                    "state": holder.state if holder else None,
+                }
+            )
+        return {
+            "source": inventory.source,
+            "devices": devices,
+            "total_equivalents": format_equivalents(summary.total_equivalents),
+            "free_equivalents": format_equivalents(summary.free_equivalents),
+            "held_by_user": {u: format_equivalents(q) for u, q in summary.charged_by_user},
+            "released_after_stop": [h.container for h in view.expired],
+        }
+
+    def user_equivalents(self, user: str, view: HoldingsView) -> Fraction:
+        return sum((h.equivalents for h in view.in_force if h.user == user), Fraction(0))
+
+    def read_inventory(self) -> Inventory:
+        return self.ctx.inventory.read()

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ContainerLimits",
     "check_container_count",
+    "describe_limits",
     "limits_for",
     "limits_for_user",
     "plan_container_limits",
@@ -34,6 +35,24 @@ def limits_for_user(ctx: AppContext, user: str) -> ResolvedLimits:
     from ds01.adapters.identity import actor_for_user
 
     return limits_for(ctx, actor_for_user(user))
+
+
+def describe_limits(
+    ctx: AppContext, actor: Actor, user: str | None
+) -> tuple[dict[str, Any], ResolvedLimits]:
+    """``ds01 limits``: the caller's limits, or (admins) another user's."""
+    if user is not None and user != actor.name and not actor.is_admin:
+        raise RefusedError(
+            "Only administrators may look at other users' limits.",
+            hint="Drop the user name to see your own.",
+            code="not_admin",
+        )
+    resolved = limits_for_user(ctx, user) if user else limits_for(ctx, actor)
+    data = resolved.to_dict()
+    driver = ctx.engine.cgroup_driver()
+    data["cgroup_driver"] = driver
+    data["cgroup_parent"] = resolved.cgroup_parent(driver)
+    return data, resolved
 
 
 @dataclass(frozen=True)
@@ -65,9 +84,19 @@ def plan_container_limits(ctx: AppContext, actor: Actor) -> ContainerLimits:
     from ds01.adapters.cgroups import CgroupManager
 
     resolved = limits_for(ctx, actor)
-    driver = ctx.engine.cgroup_driver()
+    info = ctx.engine.info()
+    driver = str(info.get("CgroupDriver", "cgroupfs"))
     parent = resolved.cgroup_parent(driver)
     kwargs = resolved.docker_create_kwargs()
+    host_cpus = int(info.get("NCPU") or 0)
+    if host_cpus and kwargs.get("nano_cpus", 0) > host_cpus * 1_000_000_000:
+        # Docker refuses more CPUs than the host has; a policy written for the big server
+        # must still work on a smaller one (the limit is then the whole machine).
+        ctx.warnings.append(
+            f"Your CPU limit ({resolved.display('max_cpus')}) is more than this host has; "
+            f"using all {host_cpus}."
+        )
+        kwargs["nano_cpus"] = host_cpus * 1_000_000_000
     limits = Limits(
         nano_cpus=kwargs.get("nano_cpus"),
         memory=kwargs.get("mem_limit"),

@@ -1,0 +1,162 @@
+"""Queued create requests, persistent in the state database.
+
+The queue is the one piece of GPU state Docker cannot hold (a request has no container
+yet). Entries move ``waiting`` → ``granted`` | ``cancelled`` | ``expired`` | ``failed``
+and are kept afterwards, so ``ds01 gpu queue`` can say what happened to a request.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ds01.adapters.state_db import StateDB, register_schema
+from ds01.domain.allocation import GpuRequest
+from ds01.domain.queue import QueueEntry, QueueState
+from ds01.errors import DS01Error, NotFoundError
+
+__all__ = ["QueueRow", "QueueStore"]
+
+
+def _schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS gpu_queue (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            user        TEXT    NOT NULL,
+            request     TEXT    NOT NULL,
+            spec        TEXT    NOT NULL,
+            priority    INTEGER NOT NULL,
+            enqueued_at TEXT    NOT NULL,
+            state       TEXT    NOT NULL DEFAULT 'waiting',
+            updated_at  TEXT    NOT NULL,
+            container   TEXT,
+            message     TEXT
+        );
+        CREATE INDEX IF NOT EXISTS gpu_queue_state ON gpu_queue(state, id);
+        """
+    )
+
+
+register_schema("gpu_queue", _schema)
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """A stored entry: the domain's view plus what the store keeps besides."""
+
+    entry: QueueEntry
+    spec: dict[str, Any]
+    updated_at: str
+    container: str | None
+    message: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        e = self.entry
+        return {
+            "id": e.id,
+            "user": e.user,
+            "request": e.request.describe(),
+            "name": self.spec.get("name"),
+            "priority": e.priority,
+            "enqueued_at": e.enqueued_at.isoformat(timespec="seconds"),
+            "state": e.state.value,
+            "updated_at": self.updated_at,
+            "container": self.container,
+            "message": self.message,
+        }
+
+
+def _row(r: sqlite3.Row) -> QueueRow:
+    spec = json.loads(r["spec"])
+    entry = QueueEntry(
+        id=r["id"],
+        user=r["user"],
+        request=GpuRequest.decode(r["request"]),
+        spec=r["spec"],
+        priority=r["priority"],
+        enqueued_at=datetime.fromisoformat(r["enqueued_at"]),
+        state=QueueState(r["state"]),
+    )
+    return QueueRow(entry, spec, r["updated_at"], r["container"], r["message"])
+
+
+class QueueStore:
+    def __init__(self, db: StateDB) -> None:
+        self.db = db
+
+    def add(
+        self,
+        *,
+        user: str,
+        request: GpuRequest,
+        spec: dict[str, Any],
+        priority: int,
+        now: datetime,
+    ) -> int:
+        stamp = now.isoformat()
+        try:
+            with self.db.transaction() as conn:
+                cur = conn.execute(
+                    "INSERT INTO gpu_queue (user, request, spec, priority, enqueued_at,"
+                    " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        user,
+                        request.encode(),
+                        json.dumps(spec, sort_keys=True),
+                        priority,
+                        stamp,
+                        stamp,
+                    ),
+                )
+                return int(cur.lastrowid or 0)
+        except sqlite3.Error as exc:
+            raise DS01Error(f"Cannot queue the request in {self.db.path}: {exc}") from exc
+
+    def rows(self, *, states: tuple[QueueState, ...] | None = None) -> list[QueueRow]:
+        sql = "SELECT * FROM gpu_queue"
+        args: list[Any] = []
+        if states:
+            sql += " WHERE state IN (" + ",".join("?" for _ in states) + ")"
+            args = [s.value for s in states]
+        sql += " ORDER BY id"
+        try:
+            return [_row(r) for r in self.db.conn.execute(sql, args).fetchall()]
+        except sqlite3.Error as exc:
+            raise DS01Error(f"Cannot read the GPU queue in {self.db.path}: {exc}") from exc
+
+    def waiting(self) -> list[QueueRow]:
+        return self.rows(states=(QueueState.WAITING,))
+
+    def get(self, entry_id: int) -> QueueRow:
+        row = self.db.conn.execute("SELECT * FROM gpu_queue WHERE id = ?", (entry_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(
+                f"There is no queue entry {entry_id}.",
+                hint="See 'ds01 gpu queue'.",
+                code="unknown_queue_entry",
+            )
+        return _row(row)
+
+    def set_state(
+        self,
+        entry_id: int,
+        state: QueueState,
+        *,
+        now: datetime,
+        container: str | None = None,
+        message: str | None = None,
+        only_if: QueueState | None = QueueState.WAITING,
+    ) -> bool:
+        """Move an entry to ``state``; ``False`` if it was no longer ``only_if``."""
+        sql = "UPDATE gpu_queue SET state = ?, updated_at = ?, container = ?, message = ?"
+        sql += " WHERE id = ?"
+        args: list[Any] = [state.value, now.isoformat(), container, message, entry_id]
+        if only_if is not None:
+            sql += " AND state = ?"
+            args.append(only_if.value)
+        with self.db.transaction() as conn:
+            return conn.execute(sql, args).rowcount == 1

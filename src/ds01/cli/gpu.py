@@ -1,0 +1,95 @@
+"""``ds01 gpu ...``: devices and who holds them; the waiting queue."""
+
+from __future__ import annotations
+
+import typer
+
+from ds01.cli.common import JSON_OPTION, flush_warnings, make_context
+
+app = typer.Typer(
+    help="GPUs and MIG slices: who holds what, and the waiting queue.", no_args_is_help=True
+)
+queue_app = typer.Typer(help="Requests waiting for a GPU (create --wait).")
+app.add_typer(queue_app, name="queue")
+
+
+@app.command("status")
+def status(ctx: typer.Context, json_out: bool = JSON_OPTION) -> None:
+    """Every device, who holds it (user, container, since), utilization, free capacity."""
+    from ds01.services.gpus import GpuService
+
+    app_ctx = make_context(ctx)
+    data = GpuService(app_ctx).status()
+    flush_warnings(app_ctx)
+    if json_out:
+        from ds01.cli.output import emit_json
+
+        emit_json(data)
+        return
+    from ds01.cli.output import console, print_table
+
+    rows = []
+    for d in data["devices"]:
+        what = f"GPU {d['gpu_index']}" + (f" MIG {d['mig_profile']}" if d["mig_profile"] else "")
+        util = "-" if d["utilization_gpu"] is None else f"{d['utilization_gpu']}%"
+        holder = f"{d['user']} / {d['container']}" if d["user"] else "free"
+        since = (d["since"] or "")[:16].replace("T", " ")
+        rows.append([what, d["name"], f"{d['equivalents']:g}", util, holder, since])
+    print_table(
+        None,
+        ["DEVICE", "NAME", "EQ", "UTIL", "HELD BY", "SINCE"],
+        rows,
+        empty=f"No GPU devices (inventory: {data['source']}).",
+    )
+    console().print(
+        f"Free: {data['free_equivalents']:g} of {data['total_equivalents']:g} GPU equivalents."
+    )
+
+
+@queue_app.callback(invoke_without_command=True)
+def queue(
+    ctx: typer.Context,
+    all_users: bool = typer.Option(False, "--all", help="Admins: every user's entries."),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Your waiting requests: position, and why they wait (quota or capacity)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ds01.services.queue import QueueService
+
+    app_ctx = make_context(ctx)
+    rows = QueueService(app_ctx).listing(app_ctx.actor, all_users=all_users)
+    if json_out:
+        from ds01.cli.output import emit_json
+
+        emit_json(rows)
+        return
+    from ds01.cli.output import print_table
+
+    print_table(
+        None,
+        ["ID", "POS", "USER", "NAME", "REQUEST", "WAITING SINCE", "WHY"],
+        [
+            [
+                r["id"],
+                r.get("position"),
+                r["user"],
+                r["name"],
+                r["request"],
+                r["enqueued_at"][:16].replace("T", " "),
+                r.get("why"),
+            ]
+            for r in rows
+        ],
+        empty="Nothing is waiting.",
+    )
+
+
+@queue_app.command("cancel")
+def cancel(ctx: typer.Context, entry_id: int = typer.Argument(..., help="Queue entry id.")) -> None:
+    """Cancel one of your waiting requests."""
+    from ds01.services.queue import QueueService
+
+    app_ctx = make_context(ctx)
+    row = QueueService(app_ctx).cancel(app_ctx.actor, entry_id)
+    typer.echo(f"Cancelled queue entry {entry_id} ({row.spec.get('name')}).")

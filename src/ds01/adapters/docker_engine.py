@@ -393,6 +393,28 @@ class DockerEngine:
                     return ContainerFile(content, member.mode, member.uid, member.gid)
         return None
 
+    def read_tree(self, name: str, path: str) -> dict[str, ContainerFile | None]:
+        """Every entry under ``path`` in one archive call: regular files with contents,
+        directories as ``None``. Keys are archive paths (``etc/passwd``). Each archive
+        call mounts the container's filesystem, so one call beats one per file."""
+        try:
+            with self.translate_errors(f"read {path} in {name!r}"):
+                stream, _stat = self.api.get_archive(name, path)
+                data = b"".join(stream)
+        except NotFoundError:
+            return {}
+        out: dict[str, ContainerFile | None] = {}
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            for member in tar.getmembers():
+                if member.isdir():
+                    out[member.name.rstrip("/")] = None
+                elif member.isfile():
+                    fh = tar.extractfile(member)
+                    out[member.name] = ContainerFile(
+                        fh.read() if fh else b"", member.mode, member.uid, member.gid
+                    )
+        return out
+
     def path_exists(self, name: str, path: str) -> bool:
         try:
             with self.translate_errors(f"stat {path} in {name!r}"):

@@ -50,33 +50,44 @@ def install_user(engine: DockerEngine, tag: str, user: ContainerUser, info: Imag
     baked = ImageLabels.decode(info.labels)
     if baked and baked.uid == user.uid and baked.gid == user.gid:
         return  # built for this user by `image create`: nothing to add
-    shell = "/bin/bash" if engine.path_exists(tag, "/bin/bash") else "/bin/sh"
-    user = ContainerUser(user.name, user.uid, user.gid, user.group, shell)
+    # One archive read of /etc (each archive call mounts the container's filesystem).
+    etc = engine.read_tree(tag, "/etc")
+    shells = etc.get("etc/shells")
+    has_bash = shells is not None and any(
+        line.strip() in ("/bin/bash", "/usr/bin/bash")
+        for line in shells.content.decode().splitlines()
+    )
+    user = ContainerUser(
+        user.name, user.uid, user.gid, user.group, "/bin/bash" if has_bash else "/bin/sh"
+    )
     files: list[tuple[str, bytes, int, int, int]] = []
+    passwd_before = ""
     for path, merge, fallback_mode in (
-        ("/etc/passwd", merge_passwd, 0o644),
-        ("/etc/group", merge_group, 0o644),
-        ("/etc/shadow", merge_shadow, 0o640),
+        ("etc/passwd", merge_passwd, 0o644),
+        ("etc/group", merge_group, 0o644),
+        ("etc/shadow", merge_shadow, 0o640),
     ):
-        current = engine.read_file(tag, path)
-        if current is None and path == "/etc/shadow":
+        current = etc.get(path)
+        if current is None and path == "etc/shadow":
             continue  # an image without shadow passwords needs no entry there
         text = current.content.decode() if current else ""
+        if path == "etc/passwd":
+            passwd_before = text
         mode, uid, gid = (
             (current.mode, current.uid, current.gid) if current else (fallback_mode, 0, 0)
         )
-        files.append((path.lstrip("/"), merge(text, user).encode(), mode, uid, gid))
-    dirs: list[tuple[str, int, int, int]] = []
-    if not engine.path_exists(tag, "/home"):
-        dirs.append(("home", 0o755, 0, 0))
-    if not engine.path_exists(tag, user.home):
+        files.append((path, merge(text, user).encode(), mode, uid, gid))
+    # /home exists in every usual image; writing its entry again only restates root 0755.
+    dirs: list[tuple[str, int, int, int]] = [("home", 0o755, 0, 0)]
+    if not any(line.split(":")[0] == user.name for line in passwd_before.splitlines()):
+        # A new account: give it a home. (An image that already has this account has one.)
         home = user.home.lstrip("/")
         dirs.append((home, 0o755, user.uid, user.gid))
         files.append((f"{home}/.bashrc", bashrc(user.name).encode(), 0o644, user.uid, user.gid))
         files.append((f"{home}/.profile", profile().encode(), 0o644, user.uid, user.gid))
         dirs.append((f"{home}/.local", 0o755, user.uid, user.gid))
         dirs.append((f"{home}/.local/bin", 0o755, user.uid, user.gid))
-    if engine.path_exists(tag, "/etc/sudoers.d"):
+    if "etc/sudoers.d" in etc:
         files.append((f"etc/sudoers.d/ds01-{user.uid}", sudoers(user).encode(), 0o440, 0, 0))
     engine.put_archive(tag, "/", _tar(dirs, files))
 

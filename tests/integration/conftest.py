@@ -229,14 +229,18 @@ def ds01_env(
     for path in (config, limits, inventory):
         path.chmod(0o644)
     remove_test_containers(engine)
+    workspaces = [Path(pwd.getpwnam(user).pw_dir) / "workspace" for user in TEST_USERS]
+    before = {w: set(w.iterdir()) if w.is_dir() else set() for w in workspaces}
     try:
         yield env
     finally:
         remove_test_containers(engine)
         shutil.rmtree(root, ignore_errors=True)
-        for user in TEST_USERS:
-            home = Path(pwd.getpwnam(user).pw_dir)
-            shutil.rmtree(home / "workspace", ignore_errors=True)
+        # Only what this test made: other test modules may be using their own projects.
+        for workspace, existing in before.items():
+            if workspace.is_dir():
+                for entry in set(workspace.iterdir()) - existing:
+                    shutil.rmtree(entry, ignore_errors=True)
 
 
 @pytest.fixture

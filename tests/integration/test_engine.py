@@ -273,7 +273,9 @@ def test_list_json_keys_through_the_cli(ds01_env, alice: Actor) -> None:
         row
     )
     assert row["container"] == f"listed._.{alice.uid}"
-    assert row["user"] == alice.name and row["gpus"] == []
+    # The H200 of the file inventory: one device by default when the host has any.
+    assert row["user"] == alice.name
+    assert row["gpus"] == ["GPU-4336be95-7b17-b1da-7b70-0352e1d3655d"]
 
 
 def test_root_without_sudo_user_is_refused(ds01_env) -> None:

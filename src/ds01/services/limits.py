@@ -97,6 +97,11 @@ def plan_container_limits(ctx: AppContext, actor: Actor) -> ContainerLimits:
             f"using all {host_cpus}."
         )
         kwargs["nano_cpus"] = host_cpus * 1_000_000_000
+    aggregate_cpus = resolved.aggregate.cpus
+    if aggregate_cpus is not None and kwargs.get("nano_cpus", 0) > aggregate_cpus * 1e9:
+        # One container can never use more than all of the user's together, and cgroup v1
+        # refuses a child CPU quota above its parent's.
+        kwargs["nano_cpus"] = round(aggregate_cpus * 1_000_000_000)
     limits = Limits(
         nano_cpus=kwargs.get("nano_cpus"),
         memory=kwargs.get("mem_limit"),
@@ -106,10 +111,12 @@ def plan_container_limits(ctx: AppContext, actor: Actor) -> ContainerLimits:
         cgroup_parent=parent,
     )
     aggregate = None
-    if not resolved.aggregate.is_unlimited:
-        manager = CgroupManager(driver)
+    manager = CgroupManager(driver)
+    if not resolved.aggregate.is_unlimited or manager.privileged:
+        # Applied even when unlimited (by root): a limit the policy no longer has must be
+        # lifted from the user's parent cgroup, not left behind.
         aggregate = manager.apply(parent, resolved.slice_chain()[-1], resolved.aggregate)
-        if not aggregate.applied:
+        if not aggregate.applied and not resolved.aggregate.is_unlimited:
             ctx.warnings.append(
                 f"Your combined limit ({aggregate.where}) is not in place yet: "
                 f"{aggregate.reason}. Per-container limits still apply."

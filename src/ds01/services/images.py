@@ -1,0 +1,594 @@
+"""Custom images (issue 5): create, update, list and delete a user's project images.
+
+The project's Dockerfile, ``~/workspace/NAME/Dockerfile``, is the source of truth: it is
+exactly what gets built, the user may read and edit it, and ``image update`` edits only
+its custom tier. Every input (name, packages, paths, the catalog choice, the build
+configuration) is checked before anything is written or built; a bad one exits 2 and
+leaves no file, directory or image behind.
+
+The image is ``<project>-<user>-image:latest`` (:func:`~ds01.domain.naming.project_image_name`),
+the name ``container create NAME`` looks for. Its ownership labels (custom image, maintainer,
+project) are set by the engine at build time, so an edited Dockerfile cannot make an image
+look like someone else's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ds01.adapters.identity import require_non_root
+from ds01.domain.dockerfile import (
+    USER_BLOCK_BEGIN,
+    ImageSpec,
+    ImageUser,
+    dockerfile_base_image,
+    read_custom_tier,
+    render_dockerfile,
+    replace_custom_tier,
+    wrap_user_dockerfile,
+)
+from ds01.domain.labels import ImageLabels, L
+from ds01.domain.naming import project_image_name, split_tag, validate_name
+from ds01.domain.packages import (
+    PackagePlan,
+    UseCase,
+    parse_use_case,
+    plan_packages,
+    split_package_list,
+)
+from ds01.errors import BuildError, NotFoundError, RefusedError, UsageError
+from ds01.services.audit import audited
+from ds01.services.image_build import (
+    BuildPlan,
+    BuildReport,
+    ImageBuilder,
+    ProgressFn,
+    ProjectFiles,
+)
+from ds01.services.mounts import CreatedDirs, ensure_workspace
+
+if TYPE_CHECKING:
+    from ds01.adapters.docker_build import ContextFile
+    from ds01.domain.actor import Actor
+    from ds01.domain.containers import ContainerInfo
+    from ds01.domain.dockerfile import BuildNetwork
+    from ds01.services.context import AppContext
+
+__all__ = [
+    "CONTEXT_COMMENT",
+    "DeleteResult",
+    "ImageCreateRequest",
+    "ImageResult",
+    "ImageService",
+    "ImageUpdateRequest",
+    "ImageView",
+]
+
+DEFAULT_FRAMEWORK = "Pytorch"
+#: Last line of a wrapped Dockerfile whose build context is not the project directory.
+CONTEXT_COMMENT = "# ds01 build context: "
+
+
+def _listed_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """A result's fields as its ``--json`` object: tuples become lists."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+
+
+@dataclass(frozen=True)
+class ImageCreateRequest:
+    """``ds01 image create`` flags. ``pip``/``apt`` hold flag values ("a b" each)."""
+
+    name: str
+    framework: str | None = None
+    version: str | None = None
+    arch: str | None = None
+    base: str | None = None
+    use_case: str | None = None  # None: "none"
+    jupyter: bool | None = None  # None: on, except with --dockerfile
+    datascience: bool | None = None
+    pip: tuple[str, ...] = ()
+    apt: tuple[str, ...] = ()
+    requirements: str | None = None
+    dockerfile: str | None = None
+    build: bool = True
+    force: bool = False
+    nocache: bool = False
+    cwd: Path = field(default_factory=Path.cwd)
+
+
+@dataclass(frozen=True)
+class ImageUpdateRequest:
+    """``ds01 image update`` flags; with none of the edit flags it rebuilds as is."""
+
+    name: str
+    add_pip: tuple[str, ...] = ()
+    add_apt: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+    build: bool = True
+    nocache: bool = False
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """What ``image create`` / ``image update`` did; ``to_dict`` is the ``--json`` object."""
+
+    name: str
+    image: str
+    dockerfile: str
+    base: str
+    framework: str
+    tiers: tuple[str, ...]
+    written: bool
+    built: bool
+    image_id: str | None = None
+    log: str | None = None
+    seconds: float | None = None
+    steps: int | None = None
+    cached_steps: int | None = None
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = _listed_fields(asdict(self))
+        out["id"] = out.pop("image_id")
+        out["seconds"] = None if self.seconds is None else round(self.seconds, 1)
+        return out
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """One row of ``image list``."""
+
+    name: str
+    image: str
+    user: str
+    base: str
+    framework: str
+    tiers: tuple[str, ...]
+    size_bytes: int
+    created: str | None
+    id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return _listed_fields(asdict(self))
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """What ``image delete`` removed, and the Dockerfile it kept."""
+
+    name: str
+    image: str
+    image_id: str
+    removed_containers: tuple[str, ...]
+    stopped_containers: tuple[str, ...]
+    dockerfile: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = _listed_fields(asdict(self))
+        out["id"] = out.pop("image_id")
+        out["dockerfile_kept"] = out.pop("dockerfile")
+        return out
+
+
+@dataclass(frozen=True)
+class _Draft:
+    """A validated ``image create``: the text to write and how to build it."""
+
+    text: str
+    spec: ImageSpec
+    network: BuildNetwork
+    ca_files: tuple[ContextFile, ...]
+    context_dir: Path | None
+    source: Path | None  # the user's --dockerfile, resolved
+
+    @property
+    def tiers(self) -> tuple[str, ...]:
+        """The tiers label: a wrapped Dockerfile of the user's own stands for the framework."""
+        tiers = self.spec.plan.tier_labels()
+        return tiers if self.source is None else ("dockerfile", *tiers[1:])
+
+    def build_plan(self, project: str, image: str) -> BuildPlan:
+        return BuildPlan(project, image, self.text, self.network, self.ca_files, self.context_dir)
+
+
+def _plan_notes(plan: PackagePlan) -> list[str]:
+    notes = [
+        f"{d.entry} ({d.tier.value} tier) is installed by the {d.kept_in.value} tier "
+        "already; left out."
+        for d in plan.duplicates
+    ]
+    notes += [
+        f"{o.entry} ({o.tier.value} tier) changes what the {o.earlier.value} tier installs."
+        for o in plan.overrides
+    ]
+    return notes
+
+
+def _entries(values: Sequence[str]) -> list[str]:
+    return [entry for value in values for entry in split_package_list(value)]
+
+
+class ImageService:
+    """The image use cases for one acting user."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.builder = ImageBuilder(ctx)
+        self.files = ProjectFiles(ctx)
+
+    # -- create -----------------------------------------------------------------------
+
+    def _base(self, req: ImageCreateRequest) -> tuple[str, str]:
+        """(base image, framework label) from ``--base`` or the catalog."""
+        if req.base:
+            if req.framework or req.version or req.arch:
+                raise UsageError(
+                    "--base names the image itself; --framework, --version and --arch "
+                    "choose one from the catalog. Give one or the other.",
+                    code="conflicting_flags",
+                )
+            return req.base, "custom"
+        from ds01.services.create import CreateService
+
+        arch, reason = CreateService(self.ctx).resolve_arch(req.arch, required=True)
+        if arch is None:  # required=True raised already; this narrows the type
+            raise UsageError(reason, code="no_arch")
+        entry = self.ctx.catalog.lookup(req.framework or DEFAULT_FRAMEWORK, req.version, arch)
+        return entry.image, entry.framework_label
+
+    def _draft(self, actor: Actor, req: ImageCreateRequest, project: Path) -> _Draft:
+        requirements: str | None = None
+        requirements_name = "requirements.txt"
+        if req.requirements:
+            path = self.files.user_path(
+                actor, req.requirements, what="requirements file", cwd=req.cwd
+            )
+            requirements = self.files.read_text(path, "requirements file")
+            requirements_name = path.name
+        own_text: str | None = None
+        source: Path | None = None
+        if req.dockerfile:
+            if req.base or req.framework or req.version or req.arch:
+                raise UsageError(
+                    "--dockerfile builds on your Dockerfile's own FROM image; --base, "
+                    "--framework, --version and --arch can't be used with it.",
+                    code="conflicting_flags",
+                )
+            source = self.files.user_path(actor, req.dockerfile, what="Dockerfile", cwd=req.cwd)
+            # Its directory is the build context: the user must be able to read all of it.
+            self.files.user_path(
+                actor, str(source.parent), what="build context", cwd=req.cwd, directory=True
+            )
+            own_text = self.files.read_text(source, "Dockerfile")
+        use_case = parse_use_case(req.use_case) if req.use_case else UseCase.NONE
+        # Your own Dockerfile decides its packages: tier 2 only when asked for.
+        tier2_default = own_text is None
+        plan = plan_packages(
+            use_case=use_case,
+            jupyter=tier2_default if req.jupyter is None else req.jupyter,
+            datascience=tier2_default if req.datascience is None else req.datascience,
+            pip=_entries(req.pip),
+            apt=_entries(req.apt),
+            requirements=requirements,
+            requirements_name=requirements_name,
+        )
+        if own_text is not None:
+            base = dockerfile_base_image(own_text) or "unknown"
+            framework = "custom"
+        else:
+            base, framework = self._base(req)
+        network, ca_files = self.builder.network()
+        spec = ImageSpec(
+            base_image=base,
+            project=req.name,
+            framework=framework,
+            plan=plan,
+            user=ImageUser(uid=actor.uid, gid=actor.gid, login=actor.name),
+            network=network,
+        )
+        if own_text is None or source is None:
+            return _Draft(render_dockerfile(spec), spec, network, ca_files, None, None)
+        lines = [ln for ln in own_text.splitlines(keepends=True) if not _is_context_line(ln)]
+        text = wrap_user_dockerfile("".join(lines), spec)
+        if source.parent != Path(os.path.realpath(project)):
+            text += f"{CONTEXT_COMMENT}{source.parent}\n"
+        return _Draft(text, spec, network, ca_files, source.parent, source)
+
+    def create(
+        self, actor: Actor, req: ImageCreateRequest, *, on_progress: ProgressFn | None = None
+    ) -> ImageResult:
+        """Write ``~/workspace/NAME/Dockerfile`` and build it (``req.build``)."""
+        require_non_root(actor)
+        validate_name(req.name, what="project name")
+        image = project_image_name(req.name, actor.name)
+        with audited(self.ctx, actor, "image.create", image) as audit:
+            project = self.files.project_dir(actor, req.name)
+            draft = self._draft(actor, req, project)
+            dockerfile = project / "Dockerfile"
+            existing = self.files.read_dockerfile(actor, dockerfile)
+            in_place = draft.source is not None and draft.source == Path(
+                os.path.realpath(dockerfile)
+            )
+            notes = _plan_notes(draft.spec.plan)
+            if existing is not None and existing != draft.text and not in_place:
+                if not req.force:
+                    raise UsageError(
+                        f"{dockerfile} exists and differs from the Dockerfile this command "
+                        "would write; it was left as it is and nothing was built.",
+                        hint=f"Build it as it is with 'ds01 image update {req.name}', add "
+                        f"packages with 'ds01 image update {req.name} --add-pip ...', or "
+                        "replace it with --force (the old file is kept as Dockerfile.bak).",
+                        code="dockerfile_exists",
+                    )
+                notes.append(f"Your previous Dockerfile is kept as {dockerfile}.bak.")
+            audit.add(
+                base=draft.spec.base_image,
+                framework=draft.spec.framework,
+                tiers=list(draft.tiers),
+                dockerfile=str(dockerfile),
+            )
+            made = CreatedDirs([])
+            try:
+                made = ensure_workspace(actor, project)
+                written = existing != draft.text
+                if written:
+                    if existing is not None and not in_place:
+                        self.files.write(actor, dockerfile.with_name("Dockerfile.bak"), existing)
+                    self.files.write(actor, dockerfile, draft.text)
+            except BaseException:
+                made.rollback()
+                raise
+            result = ImageResult(
+                name=req.name,
+                image=image,
+                dockerfile=str(dockerfile),
+                base=draft.spec.base_image,
+                framework=draft.spec.framework,
+                tiers=draft.tiers,
+                written=written,
+                built=False,
+                notes=tuple(notes),
+            )
+            if not req.build:
+                audit.add(built=False)
+                return result
+            report = self.builder.build(
+                actor,
+                draft.build_plan(req.name, image),
+                on_progress=on_progress,
+                nocache=req.nocache,
+                failure_hint=f"The Dockerfile stays at {dockerfile}: fix it (or the package "
+                f"names), then build it with 'ds01 image update {req.name}'.",
+            )
+            audit.add(built=True, id=report.image_id, seconds=round(report.seconds, 1))
+            return self._built(result, report)
+
+    # -- update -----------------------------------------------------------------------
+
+    def _context_of(self, actor: Actor, text: str, project: Path) -> Path | None:
+        """Where a project Dockerfile is built: a wrapped one of the user's own in its
+        recorded directory (default: the project's), one DS01 rendered in a minimal context."""
+        if not any(line.strip() == USER_BLOCK_BEGIN for line in text.splitlines()):
+            return None
+        recorded = [ln for ln in text.splitlines() if _is_context_line(ln)]
+        raw = recorded[-1].strip()[len(CONTEXT_COMMENT.strip()) :].strip() if recorded else ""
+        return self.files.user_path(
+            actor, raw or str(project), what="build context", cwd=project, directory=True
+        )
+
+    def update(
+        self, actor: Actor, req: ImageUpdateRequest, *, on_progress: ProgressFn | None = None
+    ) -> ImageResult:
+        """Edit the custom tier of the project's Dockerfile (if asked), then rebuild it.
+
+        A failed build puts the Dockerfile back as it was, so a mistyped package does not
+        stay in it.
+        """
+        require_non_root(actor)
+        validate_name(req.name, what="project name")
+        image = project_image_name(req.name, actor.name)
+        with audited(self.ctx, actor, "image.update", image) as audit:
+            add_pip, add_apt = _entries(req.add_pip), _entries(req.add_apt)
+            remove = _entries(req.remove)
+            project = self.files.project_dir(actor, req.name)
+            dockerfile = project / "Dockerfile"
+            text = self.files.read_dockerfile(actor, dockerfile)
+            if text is None:
+                raise NotFoundError(
+                    f"There is no Dockerfile for the project {req.name!r} ({dockerfile}).",
+                    hint=f"Create the image first: 'ds01 image create {req.name}'.",
+                    code="no_dockerfile",
+                )
+            new_text = text
+            if add_pip or add_apt or remove:
+                custom = read_custom_tier(text)
+                if add_pip or add_apt:
+                    custom = custom.added(pip=add_pip, apt=add_apt)
+                if remove:
+                    custom = custom.removed(remove)
+                new_text = replace_custom_tier(text, custom)
+                audit.add(add_pip=add_pip, add_apt=add_apt, remove=remove)
+            context_dir = self._context_of(actor, new_text, project)
+            network, ca_files = self.builder.network()
+            written = new_text != text
+            if written:
+                self.files.write(actor, dockerfile, new_text)
+            base = dockerfile_base_image(new_text) or "unknown"
+            result = ImageResult(
+                name=req.name,
+                image=image,
+                dockerfile=str(dockerfile),
+                base=base,
+                framework="",
+                tiers=(),
+                written=written,
+                built=False,
+            )
+            if not req.build:
+                return result
+            try:
+                report = self.builder.build(
+                    actor,
+                    BuildPlan(req.name, image, new_text, network, ca_files, context_dir),
+                    on_progress=on_progress,
+                    nocache=req.nocache,
+                    failure_hint=f"Fix the failing step, then run 'ds01 image update {req.name}' "
+                    "again.",
+                )
+            except BuildError as exc:
+                if written:
+                    self.files.write(actor, dockerfile, text)
+                    exc.hint = (exc.hint or "") + (
+                        " Your Dockerfile was put back as it was before this update."
+                    )
+                raise
+            audit.add(id=report.image_id, seconds=round(report.seconds, 1))
+            return self._built(result, report)
+
+    def _built(self, result: ImageResult, report: BuildReport) -> ImageResult:
+        info = self.ctx.engine.image(report.image_id)
+        labels = ImageLabels.decode(info.labels) if info else None
+        return ImageResult(
+            name=result.name,
+            image=result.image,
+            dockerfile=result.dockerfile,
+            base=labels.base_image if labels and labels.base_image else result.base,
+            framework=labels.framework if labels and labels.framework else result.framework,
+            tiers=labels.tiers if labels and labels.tiers else result.tiers,
+            written=result.written,
+            built=True,
+            image_id=report.image_id,
+            log=str(report.log),
+            seconds=report.seconds,
+            steps=report.steps,
+            cached_steps=report.cached_steps,
+            notes=result.notes,
+        )
+
+    # -- list -------------------------------------------------------------------------
+
+    def list_views(self, actor: Actor, *, all_users: bool = False) -> list[ImageView]:
+        """The actor's images (admins with ``all_users``: everyone's), by user and name.
+
+        Builds replaced by a newer one (no tag left) are not shown.
+        """
+        if all_users and not actor.is_admin:
+            raise RefusedError(
+                "Only administrators may list every user's images.",
+                hint="Drop --all to list your own.",
+                code="not_admin",
+            )
+        wanted = [L.MAINTAINER] if all_users else [f"{L.MAINTAINER}={actor.name}"]
+        views: list[ImageView] = []
+        for info in self.ctx.engine.list_images(wanted):
+            labels = ImageLabels.decode(info.labels)
+            if labels is None or not info.tags:
+                continue
+            image = labels.custom_image if labels.custom_image in info.tags else info.tags[0]
+            views.append(
+                ImageView(
+                    name=labels.project or split_tag(image)[0],
+                    image=image,
+                    user=labels.maintainer,
+                    base=labels.base_image,
+                    framework=labels.framework,
+                    tiers=labels.tiers,
+                    size_bytes=info.size,
+                    created=info.created.isoformat() if info.created else None,
+                    id=info.id,
+                )
+            )
+        return sorted(views, key=lambda v: (v.user, v.name, v.image))
+
+    # -- delete -----------------------------------------------------------------------
+
+    def delete(self, actor: Actor, name: str, *, force: bool = False) -> DeleteResult:
+        """Remove the project's image; its containers too with ``force``, else refuse.
+
+        Only an image DS01 built for this user is removed, by its name: a base image is
+        never removed (Docker keeps every layer another image still needs). The Dockerfile
+        stays, so ``image update NAME`` builds the image again.
+        """
+        from ds01.adapters.docker_build import containers_using
+
+        require_non_root(actor)
+        validate_name(name, what="project name")
+        image = project_image_name(name, actor.name)
+        # Refusals are recorded too: who tried to delete what, and why it was refused.
+        with audited(self.ctx, actor, "image.delete", image) as audit:
+            engine = self.ctx.engine
+            info = engine.image(image)
+            if info is None:
+                raise NotFoundError(
+                    f"You have no image for the project {name!r} ({image}).",
+                    hint="See your images with 'ds01 image list'.",
+                    code="unknown_image",
+                )
+            labels = ImageLabels.decode(info.labels)
+            if labels is None or not labels.maintainer:
+                raise RefusedError(
+                    f"{image} was not built by DS01, so DS01 does not delete it.",
+                    hint="Remove it with Docker if it is yours.",
+                    code="not_ds01_image",
+                )
+            if labels.maintainer != actor.name and not actor.is_admin:
+                raise RefusedError(
+                    f"{image} belongs to {labels.maintainer}, not you.", code="not_owner"
+                )
+            users = containers_using(engine, info.id)
+            others = [c for c in users if not actor.may_manage(c.owner, c.owner_uid)]
+            if others:
+                raise RefusedError(
+                    f"{image} is used by containers that are not yours: {_listed(others)}.",
+                    hint="Ask their owners (or an admin) to remove them first.",
+                    code="image_in_use",
+                )
+            if users and not force:
+                raise UsageError(
+                    f"{image} is used by your containers {_listed(users)}; nothing was removed.",
+                    hint=f"Remove them first ('ds01 container remove NAME'), or run 'ds01 image "
+                    f"delete {name} --force' to stop and remove them together with the image.",
+                    code="image_in_use",
+                )
+            removed = self._remove_containers(actor, users)
+            audit.add(id=info.id, removed_containers=removed)
+            engine.remove_image(image)
+        project = self.ctx.settings.workspace_base(actor.name, actor.home) / name
+        dockerfile = project / "Dockerfile"
+        return DeleteResult(
+            name=name,
+            image=image,
+            image_id=info.id,
+            removed_containers=tuple(removed),
+            stopped_containers=tuple(c.tag for c in users if c.state.is_active),
+            dockerfile=str(dockerfile) if dockerfile.is_file() else None,
+        )
+
+    def _remove_containers(self, actor: Actor, containers: Sequence[ContainerInfo]) -> list[str]:
+        from ds01.services.containers import ContainerService
+
+        service = ContainerService(self.ctx)
+        engine = self.ctx.engine
+        removed: list[str] = []
+        for info in containers:
+            if info.decoded is None and split_tag(info.tag)[1] is None:
+                # Not an AIME/DS01 container (only an admin gets here): plain Docker.
+                engine.remove(info.id, force=True)
+            else:
+                if info.state.is_active:
+                    service.stop(actor, info.tag)
+                service.remove(actor, info.tag)
+            removed.append(info.tag)
+        return removed
+
+
+def _is_context_line(line: str) -> bool:
+    return line.startswith(CONTEXT_COMMENT.rstrip())
+
+
+def _listed(containers: Sequence[ContainerInfo]) -> str:
+    return ", ".join(f"{c.tag} ({c.state.value})" for c in containers)

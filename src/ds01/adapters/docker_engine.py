@@ -50,10 +50,13 @@ def parse_docker_time(text: str | None) -> datetime | None:
     # Python parses at most microseconds: cut the fraction to 6 digits.
     if "." in text:
         head, _, rest = text.partition(".")
-        digits = "".join(c for c in rest if c.isdigit())
-        tz = rest[len(digits) :]
-        text = f"{head}.{digits[:6]}{tz}"
-    return datetime.fromisoformat(text)
+        n = 0
+        while n < len(rest) and rest[n].isdigit():
+            n += 1
+        text = f"{head}.{rest[:n][:6]}{rest[n:]}"
+    parsed = datetime.fromisoformat(text)
+    # Docker always answers in UTC; never hand out a naive time to compare with aware ones.
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,9 @@ class TerminalNotifier:
             try:
                 with target.open("a", encoding="utf-8") as fh:
                     fh.write(f"[{datetime.now(UTC).isoformat(timespec='seconds')}] {message}\n")
+                if os.geteuid() == 0:
+                    # Written by root (enforcement): the file must stay the user's own.
+                    os.chown(target, uid, pwd.getpwnam(user).pw_gid)
                 delivered.append(str(target))
             except OSError:
                 return delivered

@@ -70,8 +70,7 @@ def _documented_keys(command: str) -> str:
 
 
 def test_json_keys_of_container_list_and_stats_are_documented() -> None:
-    info = ContainerInfo("id", "x._.1", "img", ContainerState.RUNNING, "Up", {},
-                         datetime.now(UTC))
+    info = ContainerInfo("id", "x._.1", "img", ContainerState.RUNNING, "Up", {}, datetime.now(UTC))
     for command, keys in (
         ("container list", ContainerView.of(info).to_dict()),
         ("container stats", StatsView("x", "x._.1", 1.0, 1, 2, 3, ()).to_dict()),

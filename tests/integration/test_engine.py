@@ -82,7 +82,8 @@ def test_create_from_catalog_name_has_aime_labels_mounts_and_user(
     assert inspected["HostConfig"]["Privileged"] is False
     # No per-container commit: the container runs the catalog image itself.
     assert inspected["Config"]["Image"] == result.image
-    assert inspected["State"]["Status"] == "created"
+    # Started at creation (AIME leaves it created): its GPU is then under the idle rules.
+    assert inspected["State"]["Status"] == "running"
 
 
 def test_exec_runs_in_workspace_as_the_caller_with_a_passwd_entry(ds01_env, alice: Actor) -> None:
@@ -287,6 +288,7 @@ def test_root_without_sudo_user_is_refused(ds01_env) -> None:
 def test_events_record_who_what_result(ds01_env, alice: Actor) -> None:
     ctx = ds01_env.context(alice)
     CreateService(ctx).create(alice, CreateRequest(name="ev", framework="pytorch"))
+    ContainerService(ctx).stop(alice, "ev", timeout=1)
     ContainerService(ctx).remove(alice, "ev")
     result = ds01_env.run_cli(alice.name, "events", "--json")
     assert result.returncode == 0, result.stderr

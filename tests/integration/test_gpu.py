@@ -73,6 +73,8 @@ def test_plan_test_case_4_allocation_shown_and_released(
     # gpu.runtime none: the allocation is recorded, but no device is requested from Docker.
     assert not inspected["HostConfig"].get("DeviceRequests")
 
+    # As in the plan: stop, then release (remove).
+    ContainerService(ctx).stop(alice, "gpu-test", timeout=1)
     ContainerService(ctx).remove(alice, "gpu-test")
     status = json.loads(ds01_env.run_cli(alice.name, "gpu", "status", "--json").stdout)
     assert status["devices"][0]["user"] is None
@@ -124,7 +126,7 @@ def test_queue_grants_the_freed_device_and_tells_the_owner(
     # Through the CLI (exit 4 = no capacity now) without --wait:
     assert ds01_env.run_cli(bob.name, "container", "create", "third", "pytorch").returncode == 4
 
-    ContainerService(ctx_a).remove(alice, "first")  # frees the device; the queue is served
+    ContainerService(ctx_a).remove(alice, "first", force=True)  # frees the device for the queue
 
     granted = engine.inspect(f"second._.{bob.uid}")
     assert granted.info.decoded.gpu_uuids == (H200_UUID,)
@@ -153,6 +155,7 @@ def test_queue_cancel(ds01_env, alice: Actor, bob: Actor) -> None:
 def test_start_refuses_when_the_device_is_gone(ds01_env, alice: Actor) -> None:
     ctx = ds01_env.context(alice)
     CreateService(ctx).create(alice, CreateRequest(name="vanish", framework="pytorch"))
+    ContainerService(ctx).stop(alice, "vanish", timeout=1)
     ds01_env.write_inventory(TWO_GPUS)  # the H200 is gone (e.g. MIG layout changed)
     with pytest.raises(UsageError) as err:
         ContainerService(ds01_env.context(alice)).start(alice, "vanish")

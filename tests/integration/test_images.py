@@ -345,7 +345,7 @@ def test_delete_is_refused_while_a_container_uses_the_image_and_force_removes_it
     proc = ds01(image_env, alice, "container", "create", "to-delete", "--json")
     assert proc.returncode == 0, proc.stderr
     container = as_json(proc)["container"]
-    assert engine.inspect(container).info.state.value == "created"
+    assert engine.inspect(container).info.state.value == "running"  # started at creation
 
     proc = ds01(image_env, alice, "image", "delete", "to-delete")
     assert proc.returncode == 2, proc.stderr

@@ -397,11 +397,17 @@ class CreateService:
         prepared.allocation = allocation
 
     def finish(self, prepared: Prepared) -> None:
-        """After the lock: copy the user in; a failure removes the container again."""
+        """After the lock: copy the user in and start; a failure removes the container.
+
+        Unlike AIME, the container is started at once: a container holding a GPU is then
+        in use under the idle rules (warned, then stopped, its GPU released) rather than
+        sitting unstarted until the created-never-started cleanup removes it unannounced.
+        """
         try:
             install_user(
                 self.ctx.engine, prepared.tag, container_user(prepared.actor), prepared.info
             )
+            self.ctx.engine.start(prepared.tag)
         except BaseException:
             self.ctx.engine.remove(prepared.tag, force=True)
             raise

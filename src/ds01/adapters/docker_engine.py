@@ -183,6 +183,9 @@ class DockerEngine:
             status = getattr(exc, "status_code", None)
             if status == 400:
                 raise UsageError(f"{what}: Docker rejected the request: {_explain(exc)}") from exc
+            if status == 409:
+                # A name taken between our check and the call (a concurrent create).
+                raise UsageError(f"{what}: {_explain(exc)}", code="conflict") from exc
             # The engine answered: its explanation is the message; no "is it running" hint.
             raise EngineError(f"{what}: {_explain(exc)}") from exc
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
@@ -379,23 +382,6 @@ class DockerEngine:
                 hint="Install the Docker CLI (Debian/Ubuntu: apt install docker.io).",
             ) from exc
 
-    def read_file(self, name: str, path: str) -> ContainerFile | None:
-        """One file in a container (running or not), with its owner and mode; ``None`` if
-        absent. Used before a container's first start, so it never needs a process."""
-        try:
-            with self.translate_errors(f"read {path} in {name!r}"):
-                stream, _stat = self.api.get_archive(name, path)
-                data = b"".join(stream)
-        except NotFoundError:
-            return None
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            for member in tar.getmembers():
-                if member.isfile():
-                    fh = tar.extractfile(member)
-                    content = fh.read() if fh else b""
-                    return ContainerFile(content, member.mode, member.uid, member.gid)
-        return None
-
     def read_tree(self, name: str, path: str) -> dict[str, ContainerFile | None]:
         """Every entry under ``path`` in one archive call: regular files with contents,
         directories as ``None``. Keys are archive paths (``etc/passwd``). Each archive
@@ -417,14 +403,6 @@ class DockerEngine:
                         fh.read() if fh else b"", member.mode, member.uid, member.gid
                     )
         return out
-
-    def path_exists(self, name: str, path: str) -> bool:
-        try:
-            with self.translate_errors(f"stat {path} in {name!r}"):
-                self.api.get_archive(name, path)
-        except NotFoundError:
-            return False
-        return True
 
     def put_archive(self, name: str, path: str, data: bytes) -> None:
         """Unpack a tar archive into a (created or running) container at ``path``."""
@@ -495,11 +473,6 @@ class DockerEngine:
                 self.api.remove_image(ref, force=force, noprune=False)
         except NotFoundError:
             return
-
-    def tag_image(self, ref: str, new_ref: str) -> None:
-        repo, tag = _split_ref(new_ref)
-        with self.translate_errors(f"tag {ref!r} as {new_ref!r}"):
-            self.api.tag(ref, repo, tag=tag)
 
     def image_history(self, ref: str) -> list[Mapping[str, Any]]:
         with self.translate_errors(f"history of {ref!r}"):

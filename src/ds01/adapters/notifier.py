@@ -16,6 +16,8 @@ import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ds01.adapters.user_fs import append_user_file
+
 __all__ = ["TerminalNotifier"]
 
 ALERT_FILE = ".ds01-alerts"
@@ -40,11 +42,14 @@ class TerminalNotifier:
     def notify(self, user: str, message: str, *, fallback_dir: str | None = None) -> list[str]:
         """Deliver ``message`` to ``user``; returns where it went (may be empty)."""
         try:
-            uid = pwd.getpwnam(user).pw_uid
+            entry = pwd.getpwnam(user)
         except KeyError:
             return []
+        uid, gid = entry.pw_uid, entry.pw_gid
+        # Terminals interpret control sequences: only printable text and newlines go out.
+        clean = "".join(c for c in message if c == "\n" or c.isprintable())
         stamp = datetime.now(UTC).strftime("%H:%M UTC")
-        text = f"\r\n\a*** DS01 ({stamp}) ***\r\n" + message.replace("\n", "\r\n") + "\r\n"
+        text = f"\r\n\a*** DS01 ({stamp}) ***\r\n" + clean.replace("\n", "\r\n") + "\r\n"
         delivered: list[str] = []
         for tty in self.terminals(uid):
             try:
@@ -59,14 +64,11 @@ class TerminalNotifier:
             finally:
                 os.close(fd)
         if not delivered and fallback_dir:
-            target = Path(fallback_dir) / ALERT_FILE
+            line = f"[{datetime.now(UTC).isoformat(timespec='seconds')}] {clean}\n"
             try:
-                with target.open("a", encoding="utf-8") as fh:
-                    fh.write(f"[{datetime.now(UTC).isoformat(timespec='seconds')}] {message}\n")
-                if os.geteuid() == 0:
-                    # Written by root (enforcement): the file must stay the user's own.
-                    os.chown(target, uid, pwd.getpwnam(user).pw_gid)
-                delivered.append(str(target))
+                target = append_user_file(Path(fallback_dir), ALERT_FILE, line, uid=uid, gid=gid)
             except OSError:
+                # Not the user's directory, a link, or not writable: the event log has it.
                 return delivered
+            delivered.append(str(target))
         return delivered

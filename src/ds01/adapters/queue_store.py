@@ -132,7 +132,12 @@ class QueueStore:
         return self.rows(states=(QueueState.WAITING,))
 
     def get(self, entry_id: int) -> QueueRow:
-        row = self.db.conn.execute("SELECT * FROM gpu_queue WHERE id = ?", (entry_id,)).fetchone()
+        try:
+            row = self.db.conn.execute(
+                "SELECT * FROM gpu_queue WHERE id = ?", (entry_id,)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise DS01Error(f"Cannot read the GPU queue in {self.db.path}: {exc}") from exc
         if row is None:
             raise NotFoundError(
                 f"There is no queue entry {entry_id}.",
@@ -158,5 +163,8 @@ class QueueStore:
         if only_if is not None:
             sql += " AND state = ?"
             args.append(only_if.value)
-        with self.db.transaction() as conn:
-            return conn.execute(sql, args).rowcount == 1
+        try:
+            with self.db.transaction() as conn:
+                return conn.execute(sql, args).rowcount == 1
+        except sqlite3.Error as exc:
+            raise DS01Error(f"Cannot update the GPU queue in {self.db.path}: {exc}") from exc

@@ -143,6 +143,7 @@ def start(ctx: typer.Context, name: str = typer.Argument(None, help="Container n
     app_ctx = make_context(ctx)
     name = require(name, "NAME", choices=_own_names(app_ctx))
     details = ContainerService(app_ctx).start(app_ctx.actor, name)
+    flush_warnings(app_ctx)
     typer.echo(f"Started {details.info.display_name}.")
 
 
@@ -158,6 +159,7 @@ def stop(
     app_ctx = make_context(ctx)
     name = require(name, "NAME", choices=_own_names(app_ctx))
     details = ContainerService(app_ctx).stop(app_ctx.actor, name, timeout=time)
+    flush_warnings(app_ctx)
     typer.echo(f"Stopped {details.info.display_name}.")
 
 
@@ -173,6 +175,7 @@ def remove(
     app_ctx = make_context(ctx)
     name = require(name, "NAME", choices=_own_names(app_ctx))
     details = ContainerService(app_ctx).remove(app_ctx.actor, name, force=force)
+    flush_warnings(app_ctx)
     typer.echo(f"Removed {details.info.display_name}. Your workspace is untouched.")
 
 

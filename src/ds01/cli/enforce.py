@@ -194,6 +194,35 @@ def _kinds(idle: bool, runtime: bool) -> list[LimitKind]:
     return [k for k, on in ((LimitKind.IDLE, idle), (LimitKind.RUNTIME, runtime)) if on]
 
 
+@admin_app.command("apply-limits")
+def apply_limits(
+    ctx: typer.Context,
+    users: list[str] = typer.Argument(None, help="Users (default: everyone with a container)."),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Set users' combined (aggregate) limits on their parent cgroups now (root)."""
+    from ds01.services.limits import apply_user_limits
+
+    app_ctx = make_context(ctx)
+    results = apply_user_limits(app_ctx, app_ctx.actor, users or None)
+    if json_out:
+        from ds01.cli.output import emit_json
+
+        emit_json(results)
+        return
+    from ds01.cli.output import print_table
+
+    print_table(
+        None,
+        ["USER", "APPLIED", "WHERE", "NOTE"],
+        [
+            [r["user"], "yes" if r["applied"] else "no", r["where"] or "", r["reason"]]
+            for r in results
+        ],
+        empty="No users with containers.",
+    )
+
+
 @admin_app.command("exempt")
 def exempt(
     ctx: typer.Context,

@@ -67,23 +67,48 @@ def audited(
             details.update(error=type(exc).__name__, message=str(exc))
         if by:
             details["by"] = by
-        ctx.events.record(
+        _record(
+            ctx,
             actor=actor.name,
             action=action,
             target=target,
             result=_result_for(exc),
             owner=owner,
             details=details,
+            when="The failure could not be recorded",
         )
         raise
     details = dict(audit.details)
     if by:
         details["by"] = by
-    ctx.events.record(
+    _record(
+        ctx,
         actor=actor.name,
         action=action,
         target=target,
         result=audit.result or "ok",
         owner=owner,
         details=details,
+        when="Done, but the event could not be recorded",
     )
+
+
+def _record(
+    ctx: AppContext,
+    *,
+    actor: str,
+    action: str,
+    target: str | None,
+    result: str,
+    owner: str | None,
+    details: dict[str, Any],
+    when: str,
+) -> None:
+    """Write the event; a log that broke mid-operation becomes a warning, never hides the
+    operation's own outcome (the log was checked writable before it started)."""
+    try:
+        ctx.events.record(
+            actor=actor, action=action, target=target, result=result, owner=owner, details=details
+        )
+    except DS01Error as exc:
+        ctx.warnings.append(f"{when}: {exc.message}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from ds01.domain.containers import KEEPALIVE_COMMAND, ContainerInfo, ContainerState
@@ -231,6 +232,11 @@ class ContainerService:
         with audited(self.ctx, actor, "container.start", info.tag, owner=info.owner):
             if info.state is ContainerState.RUNNING:
                 return details
+            from ds01.services.mounts import check_unchanged
+
+            check_unchanged(
+                m["Source"] for m in details.mounts if m.get("Type") == "bind" and m.get("Source")
+            )
             labels = info.decoded
             if labels is None or not labels.gpu_uuids:
                 self.ctx.engine.start(info.tag)
@@ -246,11 +252,37 @@ class ContainerService:
         return details
 
     def _check_still_ours(self, details: ContainerDetails) -> None:
-        from ds01.services.gpus import GpuService
+        """Under the lock: its devices are nobody else's now, and the owner's quota still
+        has room for them (its hold may have run out, and the owner may have used the
+        room since)."""
+        from ds01.services.gpus import GpuService, quota_from_limits
+        from ds01.services.limits import limits_for_user
 
         labels = details.info.decoded
-        mine = set(labels.gpu_uuids) if labels else set()
-        for holding in GpuService(self.ctx).holdings().in_force:
+        if labels is None:
+            return
+        mine = set(labels.gpu_uuids)
+        view = GpuService(self.ctx).holdings()
+        if any(h.container == details.info.tag for h in view.in_force):
+            return  # still within its hold after stop: nothing was released
+        quota = quota_from_limits(limits_for_user(self.ctx, labels.user))
+        held = sum((h.equivalents for h in view.in_force if h.user == labels.user), Fraction(0))
+        limit = quota.max_gpu_equivalents
+        if limit is not None and held + labels.gpu_equivalents > limit:
+            raise RefusedError(
+                f"Starting {details.info.display_name!r} would take its GPU back "
+                f"({format_equivalents(labels.gpu_equivalents)} equivalents), but "
+                f"{labels.user} holds {format_equivalents(held)} of "
+                f"{format_equivalents(limit)} now.",
+                hint="Stop or remove another GPU container first.",
+                code="quota",
+                details={
+                    "held": float(held),
+                    "asked": float(labels.gpu_equivalents),
+                    "allowed": float(limit),
+                },
+            )
+        for holding in view.in_force:
             if holding.container == details.info.tag:
                 continue
             taken = mine & set(holding.device_uuids)
@@ -268,9 +300,10 @@ class ContainerService:
         labels = details.info.decoded
         if labels is None or not labels.gpu_uuids:
             return
-        from ds01.services.gpus import missing_devices
+        from ds01.domain.allocation import validate_before_start
 
-        missing = missing_devices(self.ctx, labels.gpu_uuids)
+        # A GPU switched to MIG since counts as missing: handing it out whole is wrong.
+        missing = validate_before_start(labels.gpu_uuids, self.ctx.inventory.read())
         if missing:
             raise UsageError(
                 f"The GPU device(s) {', '.join(missing)} given to "

@@ -10,7 +10,6 @@ leaves no orphan container, allocation or directory behind.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -33,12 +32,17 @@ from ds01.domain.containers import ContainerSpec, Mount
 from ds01.domain.devices import format_equivalents
 from ds01.domain.labels import ContainerLabels, ImageLabels
 from ds01.domain.naming import container_tag, project_image_name, validate_name
-from ds01.errors import NoCapacityError, UsageError
+from ds01.errors import NoCapacityError, RefusedError, UsageError
 from ds01.services.audit import audited
 from ds01.services.container_user import container_user, install_user
 from ds01.services.gpus import GpuService, quota_from_limits
-from ds01.services.limits import ContainerLimits, check_container_count, plan_container_limits
-from ds01.services.mounts import CreatedDirs, check_mount_source, ensure_workspace
+from ds01.services.limits import (
+    ContainerLimits,
+    apply_aggregate,
+    check_container_count,
+    plan_container_limits,
+)
+from ds01.services.mounts import CreatedDirs, ensure_workspace, plan_mounts
 
 if TYPE_CHECKING:
     from ds01.adapters.docker_engine import ImageInfo
@@ -93,8 +97,12 @@ class Prepared:
     data: Path | None
     models: Path | None
     limits: ContainerLimits
+    data_read_only: bool = False
+    models_read_only: bool = False
+    default_workspace: bool = False
     queue_id: int | None = None
     allocation: Allocation | None = None
+    created: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,6 +172,13 @@ class CreateService:
         if req.image:
             info = engine.image(req.image)
             baked = ImageLabels.decode(info.labels) if info else None
+            if baked and baked.maintainer and baked.maintainer != actor.name and not actor.is_admin:
+                # Another user's build may hold their files (a COPY of their project).
+                raise RefusedError(
+                    f"The image {req.image} belongs to {baked.maintainer}.",
+                    hint="Use a catalog framework or an image of your own.",
+                    code="not_owner",
+                )
             arch = None
             if req.arch or self.ctx.environ.get("MLC_ARCH"):
                 arch, _ = self.resolve_arch(req.arch, required=False)
@@ -173,8 +188,14 @@ class CreateService:
             # The plan's "detect custom image": a project image built by `image create`.
             own = project_image_name(req.name, actor.name)
             info = engine.image(own)
-            if info is not None:
-                baked = ImageLabels.decode(info.labels)
+            baked = ImageLabels.decode(info.labels) if info is not None else None
+            # Image names can collide across users (project "a-b" of "c" and project "a"
+            # of "b-c"): only an image labelled as this user's project is theirs.
+            if (
+                info is not None
+                and baked
+                and (baked.maintainer, baked.project) == (actor.name, req.name)
+            ):
                 framework = baked.framework if baked and baked.framework else "custom"
                 return ResolvedImage(own, framework, None, True, info)
         arch, reason = self.resolve_arch(req.arch, required=True)
@@ -217,24 +238,23 @@ class CreateService:
         return GpuRequest.gpus(1)
 
     def prepare(self, actor: Actor, req: CreateRequest, on_progress: ProgressFn | None) -> Prepared:
-        """Everything that can be refused, decided before anything is made."""
+        """Everything that can be refused, decided before anything is made or pulled."""
         tag = container_tag(req.name, actor.uid)
         self.refuse_existing(req.name, tag)
         request = self.gpu_request(req)
         image = self.resolve_image(actor, req)
-        settings = self.ctx.settings
-        base = settings.workspace_base(actor.name, actor.home)
-        check = functools.partial(
-            check_mount_source,
+        mounts = plan_mounts(
+            self.ctx.settings,
             actor,
-            roots=list(settings.container.allowed_mount_roots),
-            extra_roots=[base],
+            name=req.name,
+            workspace=req.workspace,
+            data=req.data,
+            models=req.models,
             cwd=req.cwd,
         )
-        data = check(req.data, what="data") if req.data else None
-        models = check(req.models, what="models") if req.models else None
-        workspace = check(req.workspace, what="workspace") if req.workspace else base / req.name
         limits = plan_container_limits(self.ctx, actor)
+        # Refusals first (exit 3 before a multi-GB pull); re-checked under the lock.
+        self.precheck(actor, request, limits, wait=req.wait)
         info = self.ensure_image(image, on_progress)
         return Prepared(
             actor=actor,
@@ -243,11 +263,39 @@ class CreateService:
             request=request,
             image=image,
             info=info,
-            workspace=workspace,
-            data=data,
-            models=models,
-            limits=limits,
+            workspace=mounts.workspace,
+            data=mounts.data,
+            models=mounts.models,
+            limits=apply_aggregate(self.ctx, limits),
+            data_read_only=mounts.data_read_only,
+            models_read_only=mounts.models_read_only,
+            default_workspace=mounts.workspace_is_default,
         )
+
+    def precheck(
+        self, actor: Actor, request: GpuRequest, limits: ContainerLimits, *, wait: bool
+    ) -> None:
+        """The policy refusals (container count, GPU policy and quota), without the lock."""
+        from ds01.services.containers import ContainerService
+
+        existing = ContainerService(self.ctx).own_containers(actor)
+        check_container_count(limits.resolved, existing, adding=1 + self._waiting(actor))
+        if request.kind is RequestKind.CPU_ONLY:
+            return
+        quota = quota_from_limits(limits.resolved)
+        inventory = self.ctx.inventory.read()
+        holdings = GpuService(self.ctx).holdings().in_force
+        decision = decide(request, actor.name, quota, inventory, holdings)
+        if isinstance(decision, Refusal):
+            raise decision.to_error()
+        if isinstance(decision, NoFit) and decision.reason is NoFitReason.NEVER:
+            raise decision.to_error()
+
+    def _waiting(self, actor: Actor) -> int:
+        """The actor's queued requests: each becomes a container when granted."""
+        from ds01.services.queue import QueueService
+
+        return sum(1 for r in QueueService(self.ctx).store.waiting() if r.entry.user == actor.name)
 
     def refuse_existing(self, name: str, tag: str) -> None:
         if self.ctx.engine.exists(tag):
@@ -266,10 +314,10 @@ class CreateService:
         tag = container_tag(req.name, actor.uid)
         with audited(self.ctx, actor, "container.create", tag) as audit:
             prepared = self.prepare(actor, req, on_progress)
-            made = CreatedDirs([])
+            made = CreatedDirs()
             try:
-                if not req.workspace:
-                    made = ensure_workspace(actor, prepared.workspace)
+                if prepared.default_workspace:
+                    made = ensure_workspace(actor, prepared.workspace, self.ctx.settings)
                 with self.lock():
                     allocation = self.allocate(prepared)
                     if allocation is None:
@@ -280,6 +328,9 @@ class CreateService:
                     self.make_container(prepared, allocation)
                 self.finish(prepared)
             except BaseException:
+                # Ctrl-C, a lost connection, a failed start: no container, no directory.
+                if prepared.created:
+                    self.ctx.engine.remove(prepared.tag, force=True)
                 made.rollback()
                 raise
             result = self.result(prepared, allocation)
@@ -305,7 +356,8 @@ class CreateService:
 
         actor = prepared.actor
         existing = ContainerService(self.ctx).own_containers(actor)
-        check_container_count(prepared.limits.resolved, existing)
+        waiting = 0 if prepared.queue_id else self._waiting(actor)
+        check_container_count(prepared.limits.resolved, existing, adding=1 + waiting)
         if prepared.request.kind is RequestKind.CPU_ONLY:
             return Allocation(devices=(), equivalents=Fraction(0))
         quota = quota_from_limits(prepared.limits.resolved)
@@ -376,9 +428,11 @@ class CreateService:
             env["CUDA_VISIBLE_DEVICES"] = ""
         mounts = [Mount(str(prepared.workspace), "/workspace")]
         if prepared.data:
-            mounts.append(Mount(str(prepared.data), "/data"))
+            mounts.append(Mount(str(prepared.data), "/data", read_only=prepared.data_read_only))
         if prepared.models:
-            mounts.append(Mount(str(prepared.models), "/models"))
+            mounts.append(
+                Mount(str(prepared.models), "/models", read_only=prepared.models_read_only)
+            )
         settings = self.ctx.settings
         spec = ContainerSpec(
             tag=prepared.tag,
@@ -393,6 +447,7 @@ class CreateService:
             hostname=_hostname(req.name),
             ulimits=settings.container.ulimits,
         )
+        prepared.created = True  # from here on, a failure must remove it (idempotent)
         self.ctx.engine.create(spec)
         prepared.allocation = allocation
 

@@ -243,11 +243,26 @@ class EnforceService:
             to_save.append(subject)
 
         if not dry_run:
+            self._apply_limits(in_scope, report)
             self._finish(listing, to_save, report)
         report.warnings.extend(dict.fromkeys(self.ctx.warnings))
         self.ctx.warnings.clear()
         report.duration_s = time.monotonic() - clock_start
         return report
+
+    def _apply_limits(self, in_scope: list[ContainerInfo], report: PassReport) -> None:
+        """Owners' aggregate limits (root only): a policy edit reaches them within a pass."""
+        from ds01.services.limits import apply_user_limits
+
+        owners = sorted({c.owner for c in in_scope if c.owner})
+        try:
+            results = apply_user_limits(self.ctx, self.ctx.actor, owners)
+        except Exception as exc:  # the pass's other work must still be done and reported
+            report.fail(None, None, exc, prefix="aggregate limits")
+            return
+        for item in results:
+            if not item["applied"] and item["reason"] not in ("no aggregate limit", ""):
+                report.warnings.append(f"aggregate limit of {item['user']}: {item['reason']}")
 
     def _save_now(self, report: PassReport) -> Callable[[Subject, LifecycleState], None]:
         """Store one container's state right after its actions (see enforce_apply)."""

@@ -7,7 +7,6 @@ whether the hold is still in force (``gpu_hold_after_stop``). Nothing here keeps
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -22,13 +21,14 @@ from ds01.domain.allocation import (
 from ds01.domain.containers import ContainerState
 from ds01.domain.devices import Inventory, format_equivalents
 from ds01.domain.labels import LEGACY, L
+from ds01.errors import NotFoundError
 
 if TYPE_CHECKING:
     from ds01.domain.containers import ContainerInfo
     from ds01.domain.policy import ResolvedLimits
     from ds01.services.context import AppContext
 
-__all__ = ["GpuService", "HoldingsView", "missing_devices", "quota_from_limits"]
+__all__ = ["GpuService", "HoldingsView", "aime_devices", "quota_from_limits"]
 
 
 def quota_from_limits(limits: ResolvedLimits) -> GpuQuota:
@@ -41,10 +41,30 @@ def quota_from_limits(limits: ResolvedLimits) -> GpuQuota:
     )
 
 
-def missing_devices(ctx: AppContext, uuids: Sequence[str]) -> list[str]:
-    """The device UUIDs among ``uuids`` that the current inventory no longer offers."""
-    present = {d.uuid for d in ctx.inventory.read().devices}
-    return [u for u in uuids if u not in present]
+def aime_devices(gpus_label: str, inventory: Inventory) -> tuple[str, ...]:
+    """The devices an AIME-created container can use, from its ``aime.mlc.GPUS`` label
+    (what ``mlc create -g`` passed to ``docker --gpus``): ``all``, a count (Docker takes
+    the first N GPUs), or ``device=`` indices/UUIDs. A GPU in MIG mode stands for its
+    instances. Those devices are not free for DS01 while the container holds them."""
+    value = gpus_label.strip().strip('"')
+    by_gpu: dict[str, list[str]] = {}
+    for d in inventory.devices:
+        by_gpu.setdefault(d.parent_uuid or d.uuid, []).append(d.uuid)
+    gpus = sorted(inventory.gpus, key=lambda g: g.index)
+    chosen: list[str] = []
+    if value == "all":
+        chosen = [u for g in gpus for u in by_gpu.get(g.uuid, ())]
+    elif value.isdigit():
+        chosen = [u for g in gpus[: int(value)] for u in by_gpu.get(g.uuid, ())]
+    elif value.startswith("device="):
+        for raw in value.removeprefix("device=").split(","):
+            item = raw.strip()
+            gpu = next((g for g in gpus if item in (str(g.index), g.uuid)), None)
+            if gpu is not None:
+                chosen.extend(by_gpu.get(gpu.uuid, ()))
+            elif any(d.uuid == item for d in inventory.devices):
+                chosen.append(item)
+    return tuple(dict.fromkeys(chosen))
 
 
 @dataclass(frozen=True)
@@ -62,13 +82,34 @@ class GpuService:
         self._hold_cache: dict[str, timedelta | None] = {}
 
     def gpu_containers(self) -> list[ContainerInfo]:
-        """Every container that carries a GPU holding label (DS01's, or legacy DS01's)."""
+        """Every container that holds GPUs by its labels: DS01's (``GPU_UUIDS``), earlier
+        DS01's (``ds01.gpu.uuids``), and AIME's own (``aime.mlc.GPUS``, see below)."""
         engine = self.ctx.engine
         found = {c.id: c for c in engine.list_containers([L.GPU_UUIDS])}
-        for key in (LEGACY.GPU_UUIDS, LEGACY.GPU_UUID):
+        for key in (LEGACY.GPU_UUIDS, LEGACY.GPU_UUID, L.GPUS):
             for c in engine.list_containers([key]):
                 found.setdefault(c.id, c)
-        return [c for c in found.values() if c.decoded and c.decoded.gpu_uuids]
+        return [c for c in found.values() if c.decoded is not None]
+
+    def _holding(
+        self, info: ContainerInfo, finished: datetime | None, inventory: Inventory | None
+    ) -> Holding | None:
+        labels = info.decoded
+        if labels is None:
+            return None
+        if labels.gpu_uuids:
+            return Holding.from_labels(
+                info.tag, labels, state=info.state.value, finished_at=finished
+            )
+        if labels.ds01_managed or inventory is None:
+            return None  # a DS01 CPU-only container
+        uuids = aime_devices(labels.gpus, inventory)
+        if not uuids:
+            return None
+        weight = sum((d.equivalents for d in inventory.devices if d.uuid in uuids), Fraction(0))
+        return Holding(
+            info.tag, labels.user, uuids, weight, state=info.state.value, finished_at=finished
+        )
 
     def hold_after_stop(self, user: str) -> timedelta | None:
         if user not in self._hold_cache:
@@ -88,18 +129,22 @@ class GpuService:
         engine = self.ctx.engine
         holdings: list[Holding] = []
         containers: dict[str, ContainerInfo] = {}
-        for info in self.gpu_containers():
-            labels = info.decoded
-            if labels is None:
-                continue
+        infos = self.gpu_containers()
+        # AIME's containers name no UUIDs: the inventory says what "all" or "2" means.
+        aime_only = any(c.decoded and not c.decoded.gpu_uuids for c in infos)
+        inventory = self.ctx.inventory.read() if aime_only else None
+        for info in infos:
             finished = None
             if info.state in (ContainerState.EXITED, ContainerState.DEAD):
                 # Only stopped containers need their stop time (one inspect each).
-                finished = engine.inspect(info.id).finished_at
-            holdings.append(
-                Holding.from_labels(info.tag, labels, state=info.state.value, finished_at=finished)
-            )
-            containers[info.tag] = info
+                try:
+                    finished = engine.inspect(info.id).finished_at
+                except NotFoundError:
+                    continue  # removed since the list call: it holds nothing any more
+            holding = self._holding(info, finished, inventory)
+            if holding is not None:
+                holdings.append(holding)
+                containers[info.tag] = info
         users = {h.user for h in holdings}
         holds = {u: self.hold_after_stop(u) for u in users}
         in_force = holdings_in_force(holdings, now, holds)

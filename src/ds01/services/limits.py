@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ds01.domain.containers import Limits
-from ds01.errors import RefusedError
+from ds01.errors import DS01Error, EngineError, RefusedError
 
 if TYPE_CHECKING:
     from ds01.adapters.cgroups import AggregateResult
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ContainerLimits",
+    "apply_aggregate",
+    "apply_user_limits",
     "check_container_count",
     "describe_limits",
     "limits_for",
@@ -62,7 +65,7 @@ class ContainerLimits:
     resolved: ResolvedLimits
     limits: Limits
     driver: str
-    aggregate: AggregateResult | None
+    aggregate: AggregateResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -80,12 +83,16 @@ class ContainerLimits:
 
 
 def plan_container_limits(ctx: AppContext, actor: Actor) -> ContainerLimits:
-    """Per-container limits and the user's parent cgroup (prepared with the aggregate)."""
-    from ds01.adapters.cgroups import CgroupManager
-
+    """Per-container limits and the cgroup parent; nothing is written yet."""
     resolved = limits_for(ctx, actor)
     info = ctx.engine.info()
     driver = str(info.get("CgroupDriver", "cgroupfs"))
+    if driver not in ("systemd", "cgroupfs"):
+        raise EngineError(
+            f"The Docker engine reports the cgroup driver {driver!r}; DS01 knows systemd "
+            "and cgroupfs.",
+            hint="Check 'docker info' and the engine's exec-opts (native.cgroupdriver).",
+        )
     parent = resolved.cgroup_parent(driver)
     kwargs = resolved.docker_create_kwargs()
     host_cpus = int(info.get("NCPU") or 0)
@@ -110,18 +117,66 @@ def plan_container_limits(ctx: AppContext, actor: Actor) -> ContainerLimits:
         pids_limit=kwargs.get("pids_limit"),
         cgroup_parent=parent,
     )
-    aggregate = None
-    manager = CgroupManager(driver)
-    if not resolved.aggregate.is_unlimited or manager.privileged:
-        # Applied even when unlimited (by root): a limit the policy no longer has must be
-        # lifted from the user's parent cgroup, not left behind.
-        aggregate = manager.apply(parent, resolved.slice_chain()[-1], resolved.aggregate)
-        if not aggregate.applied and not resolved.aggregate.is_unlimited:
-            ctx.warnings.append(
-                f"Your combined limit ({aggregate.where}) is not in place yet: "
-                f"{aggregate.reason}. Per-container limits still apply."
-            )
-    return ContainerLimits(resolved, limits, driver, aggregate)
+    return ContainerLimits(resolved, limits, driver)
+
+
+def apply_aggregate(ctx: AppContext, planned: ContainerLimits) -> ContainerLimits:
+    """Prepare the user's parent cgroup with the aggregate limit (needs root).
+
+    Applied even when unlimited (by root): a limit the policy no longer has must be
+    lifted from the user's parent cgroup, not left behind.
+    """
+    from dataclasses import replace
+
+    from ds01.adapters.cgroups import CgroupManager
+
+    resolved = planned.resolved
+    manager = CgroupManager(planned.driver)
+    if resolved.aggregate.is_unlimited and not manager.privileged:
+        return planned
+    parent = planned.limits.cgroup_parent or resolved.cgroup_parent(planned.driver)
+    result = manager.apply(parent, resolved.slice_chain()[-1], resolved.aggregate)
+    if not result.applied and not resolved.aggregate.is_unlimited:
+        ctx.warnings.append(
+            f"Your combined limit ({result.where}) is not in place yet: {result.reason}. "
+            "Per-container limits still apply."
+        )
+    return replace(planned, aggregate=result)
+
+
+def apply_user_limits(
+    ctx: AppContext, actor: Actor, users: Collection[str] | None = None
+) -> list[dict[str, Any]]:
+    """Prepare every user's parent cgroup with their aggregate limit (admins, as root).
+
+    Without ``users``: everyone who has a DS01 or AIME container. The enforcement timer
+    runs this each pass, so a policy edit reaches running users within a minute.
+    """
+    from ds01.adapters.identity import actor_for_user
+    from ds01.services.containers import ContainerService
+
+    if not actor.is_admin:
+        raise RefusedError("Only administrators may apply limits.", code="not_admin")
+    if users is None:
+        users = sorted({c.owner for c in ContainerService(ctx).all_containers() if c.owner})
+    out: list[dict[str, Any]] = []
+    for user in users:
+        try:
+            owner = actor_for_user(user)
+            applied = apply_aggregate(ctx, plan_container_limits(ctx, owner))
+        except DS01Error as exc:
+            out.append({"user": user, "applied": False, "where": None, "reason": exc.message})
+            continue
+        result = applied.aggregate
+        out.append(
+            {
+                "user": user,
+                "applied": bool(result and result.applied),
+                "where": result.where if result else None,
+                "reason": result.reason if result else "no aggregate limit",
+            }
+        )
+    return out
 
 
 def check_container_count(

@@ -1,129 +1,144 @@
 """Host directories users mount into containers, checked so no path escapes its place.
 
-A user's container has passwordless sudo inside, so anything mounted into it is readable
-and writable as root there. A mount source therefore must (after resolving symlinks) lie
-under one of the configured roots (by default the user's home) and be accessible to the
-user on the host: DS01 never mounts what the user could not open themselves.
+A user's container has passwordless sudo inside, so whatever is mounted into it is
+root-writable there. A mount source must therefore, after resolving symlinks, lie under
+the user's home or a root an admin configured (``container.allowed_mount_roots``), and
+the user must be able to read it on the host. A directory the user may only read is
+mounted read-only; the workspace must be writable. The checks and the symlink-proof
+directory creation live in :mod:`ds01.adapters.user_fs`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ds01.adapters.user_fs import (
+    CreatedDirs,
+    is_within,
+    make_user_dirs,
+    resolve_user_path,
+    user_roots,
+    writable_by,
+)
 from ds01.domain.actor import Actor
-from ds01.errors import RefusedError, UsageError
+from ds01.errors import UsageError
 
-__all__ = ["CreatedDirs", "check_mount_source", "ensure_workspace"]
+if TYPE_CHECKING:
+    from ds01.config.settings import Settings
 
-
-def _allowed_roots(actor: Actor, roots: list[str], extra: list[Path]) -> list[Path]:
-    out: list[Path] = []
-    for root in roots:
-        text = root.replace("{user}", actor.name)
-        if text == "~" or text.startswith("~/"):
-            text = actor.home + text[1:]
-        out.append(Path(os.path.realpath(text)))
-    out.extend(Path(os.path.realpath(p)) for p in extra)
-    return out
+__all__ = ["CreatedDirs", "MountPlan", "check_unchanged", "mount_roots", "plan_mounts"]
 
 
-def _accessible(actor: Actor, path: Path, st: os.stat_result) -> bool:
-    """Can ``actor`` read and enter ``path``? Checked from the mode bits, not os.access,
-    because DS01 may run as root (sudo, or the stage-2 daemon) on the user's behalf."""
-    mode = st.st_mode
-    if st.st_uid == actor.uid:
-        return bool(mode & stat.S_IRUSR and mode & stat.S_IXUSR)
-    gids = {actor.gid}
-    # An account the group database no longer knows keeps just its primary group.
-    with contextlib.suppress(OSError):
-        gids.update(os.getgrouplist(actor.name, actor.gid))
-    if st.st_gid in gids:
-        return bool(mode & stat.S_IRGRP and mode & stat.S_IXGRP)
-    return bool(mode & stat.S_IROTH and mode & stat.S_IXOTH)
+def mount_roots(settings: Settings, actor: Actor) -> list[Path]:
+    """Where ``actor`` may mount from: the configured roots, and the workspace root when
+    an admin put it outside homes (``/srv/work/{user}``)."""
+    base = settings.workspace_base(actor.name, actor.home)
+    admin_dirs = [] if is_within(base, Path(actor.home)) else [base]
+    return user_roots(actor, settings.container.allowed_mount_roots, admin_dirs=admin_dirs)
 
 
-def check_mount_source(
-    actor: Actor, raw: str, *, what: str, roots: list[str], extra_roots: list[Path], cwd: Path
-) -> Path:
-    """Resolve a user-given directory for ``-w``/``-d``/``-m``; exit 2 or 3 if unusable."""
-    if "\x00" in raw or "\n" in raw:
-        raise UsageError(f"The {what} path contains control characters.")
-    if raw.startswith("~"):
-        if raw != "~" and not raw.startswith("~/"):
-            # "~bob" would be another user's home: never expand it on their behalf.
-            raise UsageError(f"The {what} path {raw!r} names another user's home.")
-        given = Path(actor.home + raw[1:])
-    else:
-        given = Path(raw)
-    absolute = given if given.is_absolute() else cwd / given
-    real = Path(os.path.realpath(absolute))
-    try:
-        st = real.stat()
-    except FileNotFoundError as exc:
-        raise UsageError(
-            f"The {what} directory {absolute} does not exist.",
-            hint="Create it first, or leave the option out to use the default.",
-            code="no_such_directory",
-        ) from exc
-    if not stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"The {what} path {absolute} is not a directory.")
-    allowed = _allowed_roots(actor, roots, extra_roots)
-    if not any(real == root or root in real.parents for root in allowed):
-        shown = ", ".join(str(r) for r in allowed)
-        raise RefusedError(
-            f"The {what} directory {real} is outside the places you may mount ({shown}).",
-            hint="Use a directory under your home, or ask an admin to add a root to "
-            "'container.allowed_mount_roots'.",
-            code="mount_not_allowed",
-        )
-    if not _accessible(actor, real, st):
-        raise RefusedError(
-            f"You cannot read the {what} directory {real} on the host, so it is not mounted.",
-            code="mount_not_allowed",
-        )
-    return real
+@dataclass(frozen=True)
+class MountPlan:
+    """The checked host directories of one container (real paths)."""
+
+    workspace: Path
+    workspace_is_default: bool
+    data: Path | None = None
+    data_read_only: bool = False
+    models: Path | None = None
+    models_read_only: bool = False
 
 
-@dataclass
-class CreatedDirs:
-    """Directories made for an operation, removed again (if still empty) when it fails."""
-
-    paths: list[Path]
-
-    def rollback(self) -> None:
-        for path in reversed(self.paths):
-            try:
-                path.rmdir()
-            except OSError:
-                # Not empty (the user already put files there) or gone: leave it.
-                continue
+def _resolve(actor: Actor, raw: str, what: str, roots: list[Path], cwd: Path) -> tuple[Path, bool]:
+    real = resolve_user_path(
+        actor, raw, what=f"{what} directory", roots=roots, cwd=cwd, directory=True
+    )
+    return real, not writable_by(actor, real.stat())
 
 
-def ensure_workspace(actor: Actor, path: Path) -> CreatedDirs:
-    """Create ``path`` (and missing parents) owned by the actor; report what was made."""
-    made: list[Path] = []
-    missing: list[Path] = []
-    probe = path
-    while not probe.exists():
-        missing.append(probe)
-        probe = probe.parent
-    for directory in reversed(missing):
-        try:
-            directory.mkdir(mode=0o755)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            CreatedDirs(made).rollback()
+def plan_mounts(
+    settings: Settings,
+    actor: Actor,
+    *,
+    name: str,
+    workspace: str | None,
+    data: str | None,
+    models: str | None,
+    cwd: Path,
+) -> MountPlan:
+    """Check ``-w``/``-d``/``-m`` (exit 2 if unusable); nothing is created here."""
+    roots = mount_roots(settings, actor)
+    data_path = data_ro = None
+    models_path = models_ro = None
+    if data:
+        data_path, data_ro = _resolve(actor, data, "data", roots, cwd)
+    if models:
+        models_path, models_ro = _resolve(actor, models, "models", roots, cwd)
+    if workspace:
+        ws, ws_ro = _resolve(actor, workspace, "workspace", roots, cwd)
+        if ws_ro:
             raise UsageError(
-                f"Cannot create the workspace {path}: {exc.strerror}.",
-                hint="Check 'workspace_root' in the DS01 configuration, or pass -w DIR.",
-            ) from exc
-        made.append(directory)
-        if os.geteuid() == 0:
-            # Acting for a user as root (sudo, daemon): the directory must be theirs.
-            os.chown(directory, actor.uid, actor.gid)
-    return CreatedDirs(made)
+                f"You cannot write to the workspace directory {ws}.",
+                hint="Pick a directory of yours, or leave -w out for ~/workspace/NAME.",
+                code="path_not_allowed",
+            )
+        return MountPlan(ws, False, data_path, bool(data_ro), models_path, bool(models_ro))
+    return MountPlan(
+        _default_workspace(settings, actor, name),
+        True,
+        data_path,
+        bool(data_ro),
+        models_path,
+        bool(models_ro),
+    )
+
+
+def _default_workspace(settings: Settings, actor: Actor, name: str) -> Path:
+    """``<workspace_base>/NAME`` as a real path below a directory the user cannot redirect."""
+    top, below = _workspace_top(settings, actor)
+    return top / below / name
+
+
+def _workspace_top(settings: Settings, actor: Actor) -> tuple[Path, Path]:
+    base = settings.workspace_base(actor.name, actor.home)
+    home = Path(actor.home)
+    if is_within(base, home):
+        return Path(os.path.realpath(home)), base.relative_to(home)
+    # An admin-made root such as /srv/work/{user}: its parent must exist already.
+    return Path(os.path.realpath(base.parent)), Path(base.name)
+
+
+def ensure_workspace(actor: Actor, path: Path, settings: Settings | None = None) -> CreatedDirs:
+    """Create a project directory (and missing parents up to the user's home, or up to the
+    admin's workspace root), owned by the actor, refusing symlinks on the way."""
+    home = Path(os.path.realpath(actor.home))
+    if settings is not None:
+        top, _ = _workspace_top(settings, actor)
+    elif is_within(path, home):
+        top = home
+    else:
+        top = path.parent  # an admin-made root: nothing above the project is created
+    if not top.is_dir():
+        raise UsageError(
+            f"The workspace root {top} does not exist.",
+            hint="Ask an admin to create it (see 'workspace_root'), or pass -w DIR.",
+            code="no_workspace_root",
+        )
+    return make_user_dirs(actor, top, path)
+
+
+def check_unchanged(sources: Iterable[str]) -> None:
+    """Before a (re)start: every bind source is still the real directory it was checked
+    as; a directory replaced by a symlink since would make Docker mount its target."""
+    for source in sources:
+        if os.path.realpath(source) != source.rstrip("/") or os.path.islink(source):
+            raise UsageError(
+                f"The mounted directory {source} has been replaced by a link since the "
+                "container was created; DS01 does not start it like that.",
+                hint="Put the real directory back, or remove the container and create it again.",
+                code="mount_changed",
+            )

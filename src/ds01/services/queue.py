@@ -97,6 +97,15 @@ class QueueService:
         return status.allocation if isinstance(status, Grant) else None
 
     def enqueue(self, prepared: Prepared) -> int:
+        name = prepared.req.name
+        for row in self.store.waiting():
+            if row.entry.user == prepared.actor.name and row.spec.get("name") == name:
+                raise UsageError(
+                    f"You already have a queued request for {name!r} (#{row.entry.id}).",
+                    hint=f"Wait for it ('ds01 gpu queue'), or cancel it: "
+                    f"ds01 gpu queue cancel {row.entry.id}",
+                    code="already_queued",
+                )
         spec: dict[str, Any] = {
             "name": prepared.req.name,
             "image": prepared.image.ref,
@@ -106,6 +115,8 @@ class QueueService:
             "workspace": str(prepared.workspace),
             "data": str(prepared.data) if prepared.data else None,
             "models": str(prepared.models) if prepared.models else None,
+            "data_read_only": prepared.data_read_only,
+            "models_read_only": prepared.models_read_only,
             "interface": prepared.req.interface,
         }
         return self.store.add(
@@ -210,9 +221,18 @@ class QueueService:
                 except DS01Error as exc:
                     outcomes.append(self._fail(row, exc.message))
                     continue
+                # Marked granted under the lock, with its container: a concurrent or later
+                # pass never grants it twice nor mistakes its container for a name clash.
+                self.store.set_state(
+                    row.entry.id, QueueState.GRANTED, now=now, container=prepared.tag
+                )
                 granted.append((prepared, row))
         for prepared, row in granted:
-            outcomes.append(self._granted(creator, prepared, row))
+            try:
+                outcomes.append(self._granted(creator, prepared, row))
+            except DS01Error as exc:
+                # finish() removed the container again; the entry records why.
+                outcomes.append(self._fail(row, exc.message, only_if=QueueState.GRANTED))
         return outcomes
 
     def _expire(self, rows: list[QueueRow], outcomes: list[QueueOutcome]) -> list[QueueRow]:
@@ -241,7 +261,7 @@ class QueueService:
         from ds01.adapters.identity import actor_for_user
         from ds01.domain.naming import container_tag
         from ds01.services.create import CreateRequest, CreateService, Prepared, ResolvedImage
-        from ds01.services.limits import plan_container_limits
+        from ds01.services.limits import apply_aggregate, plan_container_limits
 
         spec = row.spec
         owner = actor_for_user(row.entry.user)
@@ -249,6 +269,17 @@ class QueueService:
         name = str(spec["name"])
         tag = container_tag(name, owner.uid)
         creator.refuse_existing(name, tag)
+        from ds01.services.containers import ContainerService
+        from ds01.services.limits import check_container_count, limits_for
+        from ds01.services.mounts import check_unchanged
+
+        check_container_count(
+            limits_for(self.ctx, owner), ContainerService(self.ctx).own_containers(owner)
+        )
+
+        # The paths were checked when the request was queued; they must still be the same
+        # real directories now (the state file is writable by users in stage 1).
+        check_unchanged(str(spec[k]) for k in ("workspace", "data", "models") if spec.get(k))
         info = self.ctx.engine.image(str(spec["image"]))
         if info is None:
             raise UsageError(f"The image {spec['image']} is no longer on this host.")
@@ -268,14 +299,15 @@ class QueueService:
             workspace=Path(spec["workspace"]),
             data=Path(spec["data"]) if spec.get("data") else None,
             models=Path(spec["models"]) if spec.get("models") else None,
-            limits=plan_container_limits(self.ctx, owner),
+            limits=apply_aggregate(self.ctx, plan_container_limits(self.ctx, owner)),
+            data_read_only=bool(spec.get("data_read_only")),
+            models_read_only=bool(spec.get("models_read_only")),
             queue_id=row.entry.id,
         )
 
     def _granted(self, creator: Any, prepared: Prepared, row: QueueRow) -> QueueOutcome:
         from ds01.services.audit import audited
 
-        now = self.ctx.clock.now()
         owner = prepared.actor
         with audited(
             self.ctx, owner, "queue.grant", prepared.tag, owner=owner.name, by=self._by()
@@ -283,7 +315,6 @@ class QueueService:
             creator.finish(prepared)
             allocation = prepared.allocation
             audit.add(queue_id=row.entry.id, gpus=list(allocation.uuids) if allocation else [])
-            self.store.set_state(row.entry.id, QueueState.GRANTED, now=now, container=prepared.tag)
         name = prepared.req.name
         self._tell(
             row,
@@ -292,9 +323,11 @@ class QueueService:
         )
         return QueueOutcome(row.entry.id, owner.name, "granted", container=prepared.tag)
 
-    def _fail(self, row: QueueRow, why: str) -> QueueOutcome:
+    def _fail(
+        self, row: QueueRow, why: str, *, only_if: QueueState = QueueState.WAITING
+    ) -> QueueOutcome:
         now = self.ctx.clock.now()
-        self.store.set_state(row.entry.id, QueueState.FAILED, now=now, message=why)
+        self.store.set_state(row.entry.id, QueueState.FAILED, now=now, message=why, only_if=only_if)
         self.ctx.events.record(
             actor=row.entry.user,
             action="queue.fail",
@@ -327,4 +360,9 @@ def process_queue_quietly(ctx: AppContext) -> list[QueueOutcome]:
         return QueueService(ctx).process()
     except DS01Error as exc:
         ctx.warnings.append(f"The GPU queue could not be processed now: {exc.message}")
-        return []
+    except Exception as exc:  # the caller's own operation succeeded: report, don't fail it
+        ctx.warnings.append(
+            f"The GPU queue could not be processed now ({type(exc).__name__}: {exc}); "
+            "the next enforcement pass will retry."
+        )
+    return []

@@ -15,8 +15,10 @@ module's own directory, so other tests' clean-ups of ``~/workspace`` cannot touc
 from __future__ import annotations
 
 import grp
+import io
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -28,9 +30,11 @@ from typing import Any
 import pytest
 
 from ds01.adapters.docker_engine import DockerEngine
+from ds01.adapters.identity import actor_for_user
 from ds01.domain.actor import Actor
 from ds01.domain.labels import L
 from ds01.domain.naming import project_image_name
+from ds01.services.image_build import ImageBuilder
 from tests.integration.conftest import (
     DEFAULT_LIMITS,
     ONE_H200,
@@ -41,6 +45,7 @@ from tests.integration.conftest import (
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+BASE_IMAGE_REF = "ds01-test/bookworm-base:latest"
 #: The newest PyTorch for CUDA_ADA in AIME's v2 catalog (the H200 inventory maps there).
 CATALOG_BASE = "aimehub/pytorch-2.8.0-cuda12.6.3"
 PROJECT = "my-cv-project"
@@ -48,8 +53,22 @@ PROJECT = "my-cv-project"
 CUSTOM_PACKAGE, CUSTOM_MODULE = "tomli-w", "tomli_w"
 ADDED_PACKAGE, ADDED_MODULE = "iniconfig", "iniconfig"
 FAST_FLAGS = ("--type", "none", "--no-jupyter", "--no-datascience")
+#: A user whose name makes their project COLLIDED_PROJECT's image name the same as
+#: alice's project ALICE_PROJECT: "coll" + "-ds01t-ds01t-alice" both ways.
+COLLIDER = "ds01t-ds01t-alice"
+ALICE_PROJECT, COLLIDED_PROJECT = "coll-ds01t", "coll"
 #: Every project these tests build; the clean-up removes exactly their images.
-OUR_PROJECTS = {PROJECT, "to-delete", "failing", "own-dockerfile", "too-slow"}
+OUR_PROJECTS = {
+    PROJECT,
+    "to-delete",
+    "failing",
+    "own-dockerfile",
+    "too-slow",
+    ALICE_PROJECT,
+    COLLIDED_PROJECT,
+    "steal",
+    "tagged",
+}
 BUILD_TIMEOUT = 900
 
 
@@ -460,3 +479,158 @@ def test_a_build_past_the_timeout_is_stopped_and_leaves_nothing(
             break
         time.sleep(0.5)
     assert running == []
+
+
+# ------------------------------------------------------------ image names of two users
+
+
+@pytest.fixture(scope="module")
+def collider(linux_users: dict[str, Actor]) -> Iterator[Actor]:
+    """A real account whose name collides with alice's (made here, removed after)."""
+    made = False
+    try:
+        pwd.getpwnam(COLLIDER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--create-home", "--shell", "/bin/bash", "--groups", "docker", COLLIDER],
+            check=True,
+            capture_output=True,
+        )
+        made = True
+    try:
+        yield actor_for_user(COLLIDER)
+    finally:
+        if made:
+            subprocess.run(["userdel", "--remove", COLLIDER], check=False, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def alices_coll(image_env: Ds01Env, linux_users: dict[str, Actor]) -> str:
+    """alice's image of ALICE_PROJECT, built once: the name the collider would also get."""
+    alice = linux_users["ds01t-alice"]
+    proc = ds01(image_env, alice, "image", "create", ALICE_PROJECT, *FAST_FLAGS, "--json")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    image: str = as_json(proc)["image"]
+    return image
+
+
+def test_colliding_image_names_are_never_used_replaced_or_deleted_for_another_user(
+    image_env: Ds01Env, alices_coll: str, alice: Actor, collider: Actor, engine: DockerEngine
+) -> None:
+    assert alices_coll == project_image_name(COLLIDED_PROJECT, collider.name)
+    before = engine.image(alices_coll)
+    assert before is not None and before.labels[L.MAINTAINER] == alice.name
+
+    # Building: refused (exit 3) before anything is written.
+    proc = ds01(image_env, collider, "image", "create", COLLIDED_PROJECT, *FAST_FLAGS, "--json")
+    assert proc.returncode == 3, proc.stderr + proc.stdout
+    error = as_json(proc)
+    assert error["error"] == "image_name_taken" and "another project name" in error["hint"]
+    assert not (workspace(image_env, collider) / COLLIDED_PROJECT / "Dockerfile").exists()
+
+    # The Dockerfile alone may be written; building it with `update` is refused, unchanged.
+    proc = ds01(image_env, collider, "image", "create", COLLIDED_PROJECT, *FAST_FLAGS,
+                "--no-build")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    dockerfile = workspace(image_env, collider) / COLLIDED_PROJECT / "Dockerfile"
+    text = dockerfile.read_text()
+    proc = ds01(image_env, collider, "image", "update", COLLIDED_PROJECT, "--add-pip", "iniconfig")
+    assert proc.returncode == 3, proc.stderr
+    assert dockerfile.read_text() == text
+
+    # Deleting: refused; listing: not shown; alice's image is untouched throughout.
+    proc = ds01(image_env, collider, "image", "delete", COLLIDED_PROJECT, "--force", "--json")
+    assert proc.returncode == 3, proc.stderr
+    assert as_json(proc)["error"] == "not_owner"
+    proc = ds01(image_env, collider, "image", "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert alices_coll not in {row["image"] for row in as_json(proc)}
+    after = engine.image(alices_coll)
+    assert after is not None and after.id == before.id
+    assert ALICE_PROJECT in {row["name"] for row in as_json(ds01(image_env, alice, "image",
+                                                                  "list", "--json"))}  # fmt: skip
+
+
+def test_another_users_image_is_refused_as_a_base(
+    image_env: Ds01Env, alices_coll: str, collider: Actor, engine: DockerEngine
+) -> None:
+    proc = ds01(image_env, collider, "image", "create", "steal", *FAST_FLAGS,
+                "--base", alices_coll, "--json")  # fmt: skip
+    assert proc.returncode == 3, proc.stderr + proc.stdout
+    assert as_json(proc)["error"] == "base_not_yours"
+    assert not (workspace(image_env, collider) / "steal").exists()
+    # The same through a Dockerfile of the user's own, multi-stage or not.
+    own = workspace(image_env, collider) / "own"
+    own.mkdir(parents=True, exist_ok=True)
+    (own / "Dockerfile").write_text(
+        f"FROM {BASE_IMAGE_REF}\nCOPY --from={alices_coll} /home /stolen\n"
+    )
+    for path in (own.parent, own, own / "Dockerfile"):
+        os.chown(path, collider.uid, collider.gid)
+    proc = ds01(image_env, collider, "image", "create", "steal",
+                "--dockerfile", str(own / "Dockerfile"), "--json")  # fmt: skip
+    assert proc.returncode == 3, proc.stderr + proc.stdout
+    assert as_json(proc)["error"] == "base_not_yours"
+    assert engine.image(project_image_name("steal", collider.name)) is None
+
+
+def test_delete_checks_everything_before_it_removes_a_container(
+    image_env: Ds01Env, alice: Actor, engine: DockerEngine
+) -> None:
+    image = project_image_name("tagged", alice.name)
+    proc = ds01(image_env, alice, "image", "create", "tagged", *FAST_FLAGS)
+    assert proc.returncode == 0, proc.stderr
+    proc = ds01(image_env, alice, "container", "create", "tagged", "--cpu-only", "--json")
+    assert proc.returncode == 0, proc.stderr
+    container = as_json(proc)["container"]
+    extra = "ds01t-extra-tag:latest"
+    engine.api.tag(image, "ds01t-extra-tag", tag="latest")
+    try:
+        proc = ds01(image_env, alice, "image", "delete", "tagged", "--force", "--json")
+        assert proc.returncode == 3, proc.stderr
+        error = as_json(proc)
+        assert error["error"] == "image_has_other_tags" and extra in error["message"]
+        assert engine.exists(container) and engine.image(image) is not None
+    finally:
+        engine.remove_image(extra)
+    proc = ds01(image_env, alice, "image", "delete", "tagged", "--force", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert as_json(proc)["removed_containers"] == [container]
+    assert not engine.exists(container) and engine.image(image) is None
+
+
+def _labelled_build(engine: DockerEngine, tag: str, labels: dict[str, str]) -> str:
+    """A tiny image (LABEL only) built with the classic builder; returns its id."""
+    dockerfile = f"FROM {BASE_IMAGE_REF}\nLABEL ds01.test.nonce={time.monotonic_ns()}\n"
+    for _event in engine.api.build(
+        fileobj=io.BytesIO(dockerfile.encode()), tag=tag, labels=labels, rm=True, decode=True
+    ):
+        pass
+    info = engine.image(tag)
+    assert info is not None
+    return info.id
+
+
+def test_a_replaced_build_is_removed_only_when_it_is_the_users_own(
+    image_env: Ds01Env, alice: Actor, engine: DockerEngine
+) -> None:
+    tag = "ds01t-drop-test:latest"
+    builder = ImageBuilder(image_env.context(alice))
+    made: list[str] = []
+    try:
+        for owner, should_go in ((f"{USER_PREFIX}bob", False), (alice.name, True)):
+            labels = {L.CUSTOM_IMAGE: tag, L.MAINTAINER: owner, L.IMAGE_PROJECT: "drop"}
+            old = _labelled_build(engine, tag, labels)
+            made += [old, _labelled_build(engine, tag, labels)]  # the second untags the first
+            previous = engine.image(old)
+            assert previous is not None and previous.tags == ()
+            builder._drop_replaced(alice, previous)
+            assert (engine.image(old) is None) is should_go, owner
+        # Never a base image either: the catalog images carry no DS01 labels.
+        base = engine.image(BASE_IMAGE_REF)
+        assert base is not None
+        builder._drop_replaced(alice, base)
+        assert engine.image(BASE_IMAGE_REF) is not None
+    finally:
+        for image_id in made:
+            engine.remove_image(image_id, force=True)

@@ -9,7 +9,9 @@ Docker does (the build itself, the cache, the labels) is tested in
 from __future__ import annotations
 
 import io
+import json
 import os
+import stat
 import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,19 +21,28 @@ import pytest
 
 from ds01.adapters.clock import FixedClock
 from ds01.adapters.docker_build import BuildStep, BuildStream, ContextFile, write_context
+from ds01.adapters.docker_engine import DockerEngine
+from ds01.adapters.user_fs import readable_by
 from ds01.config.settings import BuildSettings, GpuSettings, Settings
 from ds01.domain.actor import Actor
 from ds01.domain.dockerfile import CUSTOM_BEGIN, CUSTOM_END, USER_BLOCK_BEGIN
 from ds01.domain.naming import project_image_name
-from ds01.errors import ConfigError, UsageError
+from ds01.errors import ConfigError, EngineError, UsageError
 from ds01.services.context import AppContext
-from ds01.services.image_build import ca_context_names, readable_by
+from ds01.services.image_build import (
+    ImageBuilder,
+    ProjectFiles,
+    ca_context_names,
+    images_referenced,
+)
 from ds01.services.images import (
     CONTEXT_COMMENT,
+    EXCERPT_CHARS,
     ImageCreateRequest,
     ImageService,
     ImageUpdateRequest,
 )
+from ds01.services.mounts import mount_roots
 
 # --------------------------------------------------------------------- build output
 
@@ -148,6 +159,114 @@ def test_ca_names_are_crt_unique_and_inside_the_context() -> None:
     assert names == ("ds01-ca/ca-certificates.crt", "ds01-ca/campus.crt", "ds01-ca/03-campus.crt")
 
 
+def _other_user() -> Actor:
+    """Someone who is neither the file owner (this process) nor in its group."""
+    uid = os.getuid() or 4242
+    return Actor(uid=uid + 1, gid=uid + 1, name="someone-else", home="/nonexistent")
+
+
+def _may_read(actor: Actor) -> Any:
+    return lambda _path, st: readable_by(actor, st, enter=stat.S_ISDIR(st.st_mode))
+
+
+def test_context_packs_a_symlink_as_a_link_never_its_target(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("the target's content")
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "link").symlink_to(tmp_path / "secret")
+    out = io.BytesIO()
+    write_context(out, [], directory=tmp_path / "ctx")
+    member = _members(out)["link"]
+    assert member.issym() and member.linkname == str(tmp_path / "secret")
+    assert b"the target's content" not in out.getvalue()
+
+
+def _context_dir(tmp_path: Path) -> Path:
+    """A directory anyone may enter (pytest's own tmp_path is 0700)."""
+    directory = tmp_path / "ctx"
+    directory.mkdir()
+    directory.chmod(0o755)
+    return directory
+
+
+def test_context_refuses_a_file_by_the_users_own_mode_bits(tmp_path: Path) -> None:
+    ctx_dir = _context_dir(tmp_path)
+    (ctx_dir / "mine.txt").write_text("x")
+    (ctx_dir / "mine.txt").chmod(0o600)  # the owner's only: not the other user's
+    with pytest.raises(UsageError) as err:
+        write_context(io.BytesIO(), [], directory=ctx_dir, may_read=_may_read(_other_user()))
+    assert err.value.code == "context_unreadable" and "mine.txt" in err.value.message
+    # Listed in .dockerignore, it is not opened at all.
+    (ctx_dir / ".dockerignore").write_text("mine.txt\n")
+    out = io.BytesIO()
+    write_context(out, [], directory=ctx_dir, may_read=_may_read(_other_user()))
+    assert set(_members(out)) == {".dockerignore"}
+
+
+def test_context_refuses_a_directory_the_user_cannot_enter(tmp_path: Path) -> None:
+    ctx_dir = _context_dir(tmp_path)
+    private = ctx_dir / "private"
+    private.mkdir()
+    (private / "open.txt").write_text("world-readable, in a closed directory")
+    (private / "open.txt").chmod(0o644)
+    private.chmod(0o700)
+    with pytest.raises(UsageError) as err:
+        write_context(io.BytesIO(), [], directory=ctx_dir, may_read=_may_read(_other_user()))
+    assert err.value.code == "context_unreadable" and "private" in err.value.message
+
+
+def test_context_re_includes_below_an_ignored_directory_as_docker_does(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "keep.txt").write_text("k")
+    (tmp_path / "data" / "big.bin").write_text("b")
+    (tmp_path / ".dockerignore").write_text("data\n!data/keep.txt\n")
+    out = io.BytesIO()
+    write_context(out, [], directory=tmp_path)
+    assert set(_members(out)) == {".dockerignore", "data/keep.txt"}
+
+
+def test_context_refuses_a_linked_dockerignore_and_a_linked_directory(tmp_path: Path) -> None:
+    (tmp_path / "patterns").write_text("*\n")
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / ".dockerignore").symlink_to(tmp_path / "patterns")
+    with pytest.raises(UsageError) as err:
+        write_context(io.BytesIO(), [], directory=tmp_path / "ctx")
+    assert err.value.code == "context_unreadable" and ".dockerignore" in err.value.message
+    # The context directory itself must be a real path: a link on the way is refused.
+    (tmp_path / "via").symlink_to(tmp_path / "ctx")
+    with pytest.raises(UsageError) as err:
+        write_context(io.BytesIO(), [], directory=tmp_path / "via")
+    assert err.value.code == "context_unreadable"
+
+
+def test_context_leaves_out_fifos_and_names_a_generated_file_takes(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")  # opening it would block: it is never opened
+    (tmp_path / "ds01-ca").symlink_to("/etc")  # would redirect the generated CA file
+    (tmp_path / "ok.txt").write_text("ok")
+    out = io.BytesIO()
+    write_context(out, [ContextFile("ds01-ca/x.crt", b"generated")], directory=tmp_path)
+    members = _members(out)
+    assert set(members) == {"ok.txt", "ds01-ca/x.crt"}
+    assert members["ds01-ca/x.crt"].isfile()
+
+
+def test_images_referenced_follows_stages_and_copy_from() -> None:
+    text = (
+        "ARG TAG=1\n"
+        "FROM --platform=linux/amd64 builder-image:1 AS build\n"
+        "FROM python:$TAG\n"
+        "from build\n"
+        "COPY --from=build /a /a\n"
+        "COPY --from=other-user-image:latest /b /b\n"
+        "COPY --from=0 /c /c\n"
+        "FROM debian:bookworm\n"
+    )
+    assert images_referenced(text) == [
+        "builder-image:1",
+        "other-user-image:latest",
+        "debian:bookworm",
+    ]
+
+
 def test_readable_by_uses_the_mode_bits_of_the_right_class() -> None:
     actor = Actor(uid=5000, gid=5000, name="nobody-here", home="/nonexistent")
     st = os.stat_result((0o100640, 0, 0, 1, 5000, 7777, 0, 0, 0, 0))
@@ -161,6 +280,9 @@ def test_readable_by_uses_the_mode_bits_of_the_right_class() -> None:
 
 
 # --------------------------------------------------------------------- the use cases
+
+
+NO_ENGINE = DockerEngine(base_url="unix:///nonexistent/ds01-unit-tests.sock")
 
 
 @pytest.fixture
@@ -188,7 +310,8 @@ def ctx(tmp_path: Path, aime_dir: Path, actor: Actor) -> AppContext:
         build=BuildSettings(ca_certificates=[bundle]),
     )
     clock = FixedClock(datetime(2026, 11, 28, 10, 0, tzinfo=UTC))
-    return AppContext(settings=settings, actor=actor, clock=clock)
+    # An engine with no daemon behind it: a use case that reached Docker would fail here.
+    return AppContext(settings=settings, actor=actor, clock=clock, engine=NO_ENGINE)
 
 
 def project_dir(actor: Actor, name: str) -> Path:
@@ -376,3 +499,217 @@ def test_own_dockerfile_elsewhere_records_its_context(ctx: AppContext, actor: Ac
     with pytest.raises(UsageError) as err:
         update(ctx, actor, name="app")
     assert err.value.code == "path_not_allowed"
+
+
+# --------------------------------------------------------------------- user paths
+
+
+def test_roots_are_the_mount_roots_and_a_linked_workspace_widens_nothing(
+    ctx: AppContext, actor: Actor
+) -> None:
+    (Path(actor.home) / "workspace").symlink_to("/")
+    files = ProjectFiles(ctx)
+    assert files.roots(actor) == mount_roots(ctx.settings, actor) == [Path(actor.home)]
+    with pytest.raises(UsageError) as err:
+        create(ctx, actor, name="evil", requirements="~/workspace/etc/hostname")
+    assert err.value.code == "path_not_allowed" and err.value.exit_code == 2
+
+
+def test_a_linked_workspace_is_refused_and_nothing_is_written_through_it(
+    ctx: AppContext, actor: Actor, tmp_path: Path
+) -> None:
+    elsewhere = make_dirs(actor, tmp_path / "elsewhere")
+    (Path(actor.home) / "workspace").symlink_to(elsewhere)
+    with pytest.raises(UsageError) as err:
+        create(ctx, actor, name="cv")
+    assert err.value.code == "symlink_refused"
+    assert list(elsewhere.iterdir()) == []
+    # An existing project behind the link is refused the same way, before any write.
+    make_dirs(actor, elsewhere / "cv")
+    with pytest.raises(UsageError) as err:
+        create(ctx, actor, name="cv")
+    assert err.value.code == "symlink_refused"
+    assert list((elsewhere / "cv").iterdir()) == []
+
+
+def test_a_linked_project_directory_is_refused(
+    ctx: AppContext, actor: Actor, tmp_path: Path
+) -> None:
+    target = make_dirs(actor, tmp_path / "target")
+    workspace = make_dirs(actor, Path(actor.home) / "workspace")
+    (workspace / "cv").symlink_to(target)
+    with pytest.raises(UsageError) as err:
+        ProjectFiles(ctx).project_dir(actor, "cv")
+    assert err.value.code == "bad_project_dir"
+    with pytest.raises(UsageError):
+        update(ctx, actor, name="cv")
+    assert list(target.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a directory of another uid needs root")
+def test_a_project_directory_of_someone_else_is_refused(ctx: AppContext, actor: Actor) -> None:
+    project = make_dirs(actor, project_dir(actor, "cv"))
+    os.chown(project, actor.uid + 1, actor.gid)
+    with pytest.raises(UsageError) as err:
+        create(ctx, actor)
+    assert err.value.code == "bad_project_dir"
+    assert list(project.iterdir()) == []
+    # The writer refuses a directory not the user's too, whoever calls it.
+    with pytest.raises(UsageError) as err:
+        ProjectFiles(ctx).write(actor, project / "README.md", "x")
+    assert err.value.code == "bad_project_dir"
+
+
+def test_a_file_swapped_for_a_link_after_the_check_is_not_read(
+    ctx: AppContext, actor: Actor, tmp_path: Path
+) -> None:
+    files = ProjectFiles(ctx)
+    home = Path(actor.home)
+    (home / "requirements.txt").write_text("numpy\n")
+    checked = files.user_path(actor, "requirements.txt", what="requirements file", cwd=home)
+    assert files.read_text(actor, checked, "requirements file") == "numpy\n"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the user\n")
+    secret.chmod(0o600)
+    # Swapped between the check and the read: the read refuses the link.
+    (home / "requirements.txt").unlink()
+    (home / "requirements.txt").symlink_to(secret)
+    with pytest.raises(UsageError) as err:
+        files.read_text(actor, checked, "requirements file")
+    assert err.value.code == "symlink_refused"
+    assert "not for the user" not in err.value.message
+
+
+def test_a_directory_swapped_for_a_link_after_the_check_is_not_read(
+    ctx: AppContext, actor: Actor, tmp_path: Path
+) -> None:
+    files = ProjectFiles(ctx)
+    src = make_dirs(actor, Path(actor.home) / "src")
+    (src / "Dockerfile").write_text("FROM debian:bookworm\n")
+    checked = files.user_path(actor, "src/Dockerfile", what="Dockerfile", cwd=Path(actor.home))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "Dockerfile").write_text("FROM somebody-elses:image\n")
+    src.rename(Path(actor.home) / "src-old")
+    src.symlink_to(other)
+    with pytest.raises(UsageError) as err:
+        files.read_text(actor, checked, "Dockerfile")
+    assert err.value.code == "symlink_refused"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a file the user may not read needs root")
+def test_a_file_the_user_may_not_read_is_refused_even_to_root(
+    ctx: AppContext, actor: Actor
+) -> None:
+    secret = Path(actor.home) / "root-only.txt"
+    secret.write_text("numpy\n")
+    secret.chmod(0o600)  # owned by root: DS01 running as root could, the user could not
+    with pytest.raises(UsageError) as err:
+        create(ctx, actor, requirements=str(secret))
+    assert err.value.code == "path_not_allowed"
+    with pytest.raises(UsageError) as err:
+        ProjectFiles(ctx).read_text(actor, secret, "requirements file")
+    assert err.value.code == "path_not_allowed"
+
+
+def test_a_refused_requirements_line_shows_its_number_and_a_short_excerpt(
+    ctx: AppContext, actor: Actor
+) -> None:
+    long_line = "a" * 45 + " SECRET-TAIL"
+    req = Path(actor.home) / "requirements.txt"
+    req.write_text(f"numpy\n{long_line}\n\x1b[31mred one\n" + "x y z\n" * 30)
+    with pytest.raises(UsageError) as err:
+        create(ctx, actor, requirements="requirements.txt")
+    message = err.value.message
+    assert "requirements.txt:2 " in message and "requirements.txt:3 " in message
+    assert "SECRET" not in message and "\x1b" not in message
+    assert "... and 12 more" in message  # 32 refused lines, 20 shown
+    dumped = json.dumps(err.value.to_dict())
+    assert "SECRET" not in dumped and "\\u001b" not in dumped
+    entries = [item["entry"] for item in err.value.details["invalid"]]
+    assert entries[0] == f"requirements.txt:2 {'a' * EXCERPT_CHARS + '…'!r}"
+    assert all(len(e) <= len("requirements.txt:99 ''…") + EXCERPT_CHARS for e in entries)
+    assert not project_dir(actor, "cv").exists()
+
+
+def test_refusal_reasons_quote_no_more_than_an_excerpt(ctx: AppContext, actor: Actor) -> None:
+    req = Path(actor.home) / "requirements.txt"
+    req.write_text("--index-url=" + "h" * 100 + "\nok-pkg" + " spaced" * 20 + "=1\n")
+    with pytest.raises(UsageError) as err:
+        create(ctx, actor, requirements="requirements.txt")
+    for item in err.value.details["invalid"]:
+        assert "h" * (EXCERPT_CHARS + 1) not in item["reason"]
+        assert len(item["reason"]) <= 161
+
+
+# --------------------------------------------------------------------- failures reported
+
+
+def test_writing_where_it_cannot_is_exit_2_not_an_internal_error(
+    ctx: AppContext, actor: Actor
+) -> None:
+    files = ProjectFiles(ctx)
+    home = Path(actor.home)
+    with pytest.raises(UsageError) as err:
+        files.write(actor, home / "missing" / "Dockerfile", "FROM x\n")
+    assert err.value.code == "cannot_write" and "missing" in err.value.message
+    (home / "a-file").write_text("")
+    with pytest.raises(UsageError) as err:
+        files.write(actor, home / "a-file" / "Dockerfile", "FROM x\n")
+    assert err.value.code == "cannot_write"
+    assert sorted(p.name for p in home.iterdir()) == ["a-file"]  # no temporary file left
+
+
+def test_a_dockerfile_that_cannot_be_looked_at_is_exit_2(ctx: AppContext, actor: Actor) -> None:
+    files = ProjectFiles(ctx)
+    (Path(actor.home) / "a-file").write_text("")
+    with pytest.raises(UsageError) as err:
+        files.read_dockerfile(actor, Path(actor.home) / "a-file" / "Dockerfile")
+    assert err.value.code == "bad_dockerfile"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root is not stopped by directory permissions")
+def test_a_dockerfile_behind_a_closed_directory_is_exit_2(ctx: AppContext, actor: Actor) -> None:
+    closed = make_dirs(actor, Path(actor.home) / "closed")
+    closed.chmod(0)
+    try:
+        with pytest.raises(UsageError) as err:
+            ProjectFiles(ctx).read_dockerfile(actor, closed / "Dockerfile")
+        assert err.value.code == "bad_dockerfile"
+    finally:
+        closed.chmod(0o755)
+
+
+def test_a_build_with_no_engine_is_refused_before_the_dockerfile_changes(
+    ctx: AppContext, actor: Actor
+) -> None:
+    create(ctx, actor, pip=("rich",))
+    dockerfile = project_dir(actor, "cv") / "Dockerfile"
+    before = dockerfile.read_text()
+    with pytest.raises(EngineError):
+        ImageService(ctx).update(actor, ImageUpdateRequest(name="cv", add_pip=("httpx",)))
+    assert dockerfile.read_text() == before
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt(), EngineError("the engine went away")])
+def test_update_puts_the_dockerfile_back_whatever_stops_the_build(
+    ctx: AppContext, actor: Actor, monkeypatch: pytest.MonkeyPatch, failure: BaseException
+) -> None:
+    create(ctx, actor, pip=("rich",))
+    dockerfile = project_dir(actor, "cv") / "Dockerfile"
+    before = dockerfile.read_text()
+    seen: list[str] = []
+
+    def interrupted_build(self: ImageBuilder, _actor: Actor, plan: Any, **_kw: Any) -> Any:
+        seen.append(dockerfile.read_text())  # the edited file is in place during the build
+        raise failure
+
+    # The engine checks pass (no engine here); the build then stops with ``failure``.
+    monkeypatch.setattr(ImageBuilder, "check_target", lambda *_a, **_k: None)
+    monkeypatch.setattr(ImageBuilder, "build", interrupted_build)
+    with pytest.raises(type(failure)) as err:
+        ImageService(ctx).update(actor, ImageUpdateRequest(name="cv", add_pip=("httpx",)))
+    assert "httpx" in seen[0]
+    assert dockerfile.read_text() == before
+    if isinstance(err.value, EngineError):
+        assert err.value.hint is not None and "put back" in err.value.hint

@@ -14,14 +14,19 @@ client that disconnects cancels the build, so a timeout or Ctrl-C leaves nothing
 
 Build contexts are written by :func:`write_context` with every entry owned by root and,
 for generated files, a fixed mode and time: the cache key of a ``COPY`` then does not
-depend on who builds, so the layers above the user's own are shared by every user.
+depend on who builds, so the layers above the user's own are shared by every user. A
+user's directory is packed through descriptors opened with ``O_NOFOLLOW`` and vetted on
+their ``fstat``: DS01 may run as root, and a link swapped in mid-way must not make it pack
+a file the user could not read.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
+import stat
 import tarfile
 import time
 from collections import deque
@@ -41,7 +46,9 @@ __all__ = [
     "BuildStep",
     "BuildStream",
     "ContextFile",
+    "MayRead",
     "containers_using",
+    "images_built_on",
     "run_build",
     "write_context",
 ]
@@ -306,16 +313,171 @@ def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def _directory_entries(root: Path) -> list[str]:
-    """Paths under ``root`` not excluded by its ``.dockerignore``, as ``docker build``."""
-    from docker.utils.build import exclude_paths
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO swapped in after the lstat must not hang the open; on a regular file
+# it changes nothing.
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_MAX_DOCKERIGNORE = 1024 * 1024
 
-    patterns: list[str] = []
-    ignore = root / ".dockerignore"
-    if ignore.is_file():
-        lines = ignore.read_text(encoding="utf-8", errors="replace").splitlines()
-        patterns = [s for s in (line.strip() for line in lines) if s and not s.startswith("#")]
-    return sorted(exclude_paths(str(root), patterns, dockerfile=".dockerignore"))
+#: Vets one entry of a user's directory: its path (for messages) and ``fstat`` of the
+#: descriptor DS01 opened; a directory must also be enterable.
+MayRead = Callable[[Path, os.stat_result], bool]
+
+
+@dataclass
+class _DirectoryPacker:
+    """Packs a user's directory into a tar through descriptors, never through a path.
+
+    Every file and directory is opened relative to its parent's descriptor with
+    ``O_NOFOLLOW`` and vetted with ``fstat`` of that descriptor, so a symlink swapped in
+    after the listing is refused rather than followed, and what ``may_read`` approved is
+    exactly what gets packed. Symbolic links are packed as links (``docker build`` does
+    the same); FIFOs, sockets and devices are left out.
+    """
+
+    tar: tarfile.TarFile
+    root: Path
+    matcher: Any  # docker.utils.build.PatternMatcher (the SDK has no type hints)
+    generated: frozenset[str]
+    may_read: MayRead | None
+
+    def check(self, path: Path, st: os.stat_result) -> None:
+        if self.may_read is not None and not self.may_read(path, st):
+            raise _unreadable(path, "you may not read it")
+
+    def pack(self, dir_fd: int, rel_dir: str) -> None:
+        try:
+            names = sorted(os.listdir(dir_fd))
+        except OSError as exc:
+            raise _unreadable(self.root / rel_dir, exc.strerror or str(exc)) from exc
+        for name in names:
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed since the listing: docker build would not see it either
+            except OSError as exc:
+                raise _unreadable(self.root / rel, exc.strerror or str(exc)) from exc
+            if stat.S_ISDIR(st.st_mode):
+                self._directory(dir_fd, name, rel)
+            elif self.matcher.matches(rel) or self._shadowed(rel):
+                continue
+            elif stat.S_ISLNK(st.st_mode):
+                self._symlink(dir_fd, name, rel, st)
+            elif stat.S_ISREG(st.st_mode):
+                self._file(dir_fd, name, rel)
+
+    def _shadowed(self, rel: str) -> bool:
+        """A generated file (or a directory holding one) takes this name in the context."""
+        return any(g == rel or g.startswith(rel + "/") for g in self.generated)
+
+    def _directory(self, dir_fd: int, name: str, rel: str) -> None:
+        excluded = self.matcher.matches(rel)
+        if excluded and not _reincluded_below(self.matcher, rel):
+            return  # ignored as a whole: not even opened, as docker build does
+        full = self.root / rel
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            raise _unreadable(full, _why(exc)) from exc
+        try:
+            st = os.fstat(fd)
+            self.check(full, st)
+            if not excluded:
+                info = _root_owned(tarfile.TarInfo(rel))
+                info.type, info.mode = tarfile.DIRTYPE, stat.S_IMODE(st.st_mode)
+                info.mtime = int(st.st_mtime)
+                self.tar.addfile(info)
+            self.pack(fd, rel)
+        finally:
+            os.close(fd)
+
+    def _symlink(self, dir_fd: int, name: str, rel: str, st: os.stat_result) -> None:
+        try:
+            target = os.readlink(name, dir_fd=dir_fd)
+        except OSError as exc:
+            raise _unreadable(self.root / rel, exc.strerror or str(exc)) from exc
+        info = _root_owned(tarfile.TarInfo(rel))
+        info.type, info.linkname = tarfile.SYMTYPE, target
+        info.mode, info.mtime = 0o777, int(st.st_mtime)
+        self.tar.addfile(info)
+
+    def _file(self, dir_fd: int, name: str, rel: str) -> None:
+        full = self.root / rel
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            raise _unreadable(full, _why(exc)) from exc
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise _unreadable(full, "it is no longer a regular file")
+            self.check(full, st)
+            info = _root_owned(tarfile.TarInfo(rel))
+            info.size, info.mode = st.st_size, stat.S_IMODE(st.st_mode)
+            info.mtime = int(st.st_mtime)
+            try:
+                self.tar.addfile(info, fh)
+            except OSError as exc:  # e.g. the file shrank while it was packed
+                raise _unreadable(full, exc.strerror or str(exc)) from exc
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        return "it was replaced by a symbolic link while the context was packed"
+    return exc.strerror or str(exc)
+
+
+def _reincluded_below(matcher: Any, rel: str) -> bool:
+    """An ignored directory is still entered when a ``!pattern`` names something in it
+    (``docker build``'s own rule)."""
+    from docker.utils.build import normalize_slashes
+
+    return any(
+        p.exclusion and p.cleaned_pattern.startswith(normalize_slashes(rel))
+        for p in matcher.patterns
+    )
+
+
+def _dockerignore(root_fd: int, root: Path, may_read: MayRead | None) -> list[str]:
+    """The patterns of ``root/.dockerignore`` (read through the descriptor, no link)."""
+    path = root / ".dockerignore"
+    try:
+        fd = os.open(".dockerignore", _FILE_FLAGS, dir_fd=root_fd)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise _unreadable(path, _why(exc)) from exc
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise _unreadable(path, "it is not a regular file")
+        if may_read is not None and not may_read(path, st):
+            raise _unreadable(path, "you may not read it")
+        data = fh.read(_MAX_DOCKERIGNORE + 1)
+    if len(data) > _MAX_DOCKERIGNORE:
+        raise _unreadable(path, "it is larger than 1 MiB")
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    return [s for s in (line.strip() for line in lines) if s and not s.startswith("#")]
+
+
+def _pack_directory(
+    tar: tarfile.TarFile, directory: Path, generated: frozenset[str], may_read: MayRead | None
+) -> None:
+    from docker.utils.build import PatternMatcher
+
+    # The one O_NOFOLLOW walk of the tree, shared with every other user path DS01 opens.
+    from ds01.adapters.user_fs import open_real_dir as walk_real_directory
+
+    try:
+        with walk_real_directory(directory) as root_fd:
+            st = os.fstat(root_fd)
+            if may_read is not None and not may_read(directory, st):
+                raise _unreadable(directory, "you may not read it")
+            matcher = PatternMatcher(_dockerignore(root_fd, directory, may_read))
+            _DirectoryPacker(tar, directory, matcher, generated, may_read).pack(root_fd, "")
+    except OSError as exc:  # only the walk to the directory itself raises it unwrapped
+        raise _unreadable(directory, _why(exc)) from exc
 
 
 def write_context(
@@ -323,39 +485,23 @@ def write_context(
     files: Sequence[ContextFile],
     *,
     directory: Path | None = None,
-    may_read: Callable[[Path, os.stat_result], bool] | None = None,
+    may_read: MayRead | None = None,
 ) -> int:
     """Write a build context tar to ``out``: ``directory``'s files (``.dockerignore``
     honoured), then ``files`` (which win over same-named files of the directory).
 
-    ``may_read`` vets each regular file of ``directory``; a file it refuses stops the
-    build with exit 2 (DS01 acting as root never packs a file the user could not read).
-    Returns the number of bytes written; ``out`` is left at its start.
+    ``directory`` must be a real path (no symbolic link in it, as
+    :func:`ds01.adapters.user_fs.resolve_user_path` returns); it is walked through
+    descriptors with ``O_NOFOLLOW`` from ``/`` down. ``may_read`` vets every directory
+    and regular file packed (the ``.dockerignore`` included) on the ``fstat`` of the
+    descriptor that is then read; one it refuses stops the build with exit 2, so DS01
+    acting as root never packs what the user could not read. Returns the number of bytes
+    written; ``out`` is left at its start.
     """
-    generated = {f.name for f in files}
+    generated = frozenset(f.name for f in files)
     with tarfile.open(fileobj=out, mode="w") as tar:
         if directory is not None:
-            for rel in _directory_entries(directory):
-                if rel in generated:
-                    continue
-                full = directory / rel
-                try:
-                    info = tar.gettarinfo(str(full), arcname=rel)
-                except OSError as exc:
-                    raise _unreadable(full, exc.strerror or str(exc)) from exc
-                if info is None:  # sockets and the like: docker build skips them too
-                    continue
-                info = _root_owned(info)
-                if not info.isfile():
-                    tar.addfile(info)
-                    continue
-                if may_read is not None and not may_read(full, full.lstat()):
-                    raise _unreadable(full, "you may not read it")
-                try:
-                    with full.open("rb") as fh:
-                        tar.addfile(info, fh)
-                except OSError as exc:
-                    raise _unreadable(full, exc.strerror or str(exc)) from exc
+            _pack_directory(tar, directory, generated, may_read)
         for item in files:
             info = _root_owned(tarfile.TarInfo(item.name))
             info.size, info.mode, info.mtime = len(item.content), item.mode, 0
@@ -383,3 +529,11 @@ def containers_using(engine: DockerEngine, image_id: str) -> list[ContainerInfo]
     # "ancestor" also matches images built on top of this one: keep exact matches only.
     ids = [str(r["Id"]) for r in rows if r.get("ImageID") == image_id]
     return [engine.inspect(i).info for i in ids]
+
+
+def images_built_on(engine: DockerEngine, image_id: str) -> list[str]:
+    """Ids of the images (intermediate ones included) whose parent is ``image_id``: an
+    image that others are built on is a base, and removing it would only untag it."""
+    with engine.translate_errors(f"list images built on {image_id[:19]}"):
+        rows = engine.api.images(all=True)
+    return [str(r["Id"]) for r in rows if r.get("ParentId") == image_id]

@@ -33,6 +33,7 @@ __all__ = [
     "append_user_file",
     "is_within",
     "make_user_dirs",
+    "open_real_dir",
     "read_user_file",
     "readable_by",
     "resolve_user_path",
@@ -152,8 +153,9 @@ def resolve_user_path(
 
 
 @contextlib.contextmanager
-def _walk(path: Path) -> Iterator[int]:
-    """A descriptor of directory ``path`` reached without following any symlink."""
+def open_real_dir(path: Path) -> Iterator[int]:
+    """A descriptor of directory ``path`` reached without following any symlink (walked
+    from ``/`` one component at a time); the context manager closes it."""
     if not path.is_absolute():
         raise ValueError(f"not absolute: {path}")
     fd = os.open("/", _DIR_FLAGS)
@@ -203,7 +205,7 @@ def make_user_dirs(actor: Actor, top: Path, target: Path, *, mode: int = 0o755) 
         raise UsageError(f"{target} is not below {top}.", code="path_not_allowed")
     made = CreatedDirs()
     try:
-        with _walk(top) as fd:
+        with open_real_dir(top) as fd:
             current = top
             dir_fd = os.dup(fd)
             try:
@@ -232,7 +234,7 @@ def make_user_dirs(actor: Actor, top: Path, target: Path, *, mode: int = 0o755) 
 def read_user_file(actor: Actor, real: Path, *, what: str, max_bytes: int = 16 << 20) -> bytes:
     """Read a file ``resolve_user_path`` approved, refusing a symlink swapped in since."""
     try:
-        with _walk(real.parent) as dir_fd:
+        with open_real_dir(real.parent) as dir_fd:
             fd = os.open(real.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError as exc:
         raise _symlink_refusal(real, exc) from exc
@@ -251,7 +253,7 @@ def append_user_file(directory: Path, name: str, text: str, *, uid: int, gid: in
     hard link, and never to anything not owned by that user (the directory included)."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     real = Path(os.path.realpath(directory))
-    with _walk(real) as dir_fd:
+    with open_real_dir(real) as dir_fd:
         if os.fstat(dir_fd).st_uid != uid:
             raise PermissionError(errno.EPERM, "directory not owned by the user", str(real))
         fd = os.open(name, flags, 0o644, dir_fd=dir_fd)

@@ -5,18 +5,28 @@ it. A build context is never the user's project directory for a Dockerfile DS01
 rendered: it is a small tar holding the Dockerfile and the configured CA certificates
 only, so nothing from the project leaks into the image and nothing large is sent to the
 engine. A Dockerfile of the user's own (``--dockerfile``) gets its own directory as the
-context, as ``docker build`` would.
+context, as ``docker build`` would, packed through descriptors that never follow a link.
+
+Image names join project and user (``<project>-<user>-image``), so two users can arrive
+at one name (``a-b`` of ``c`` and ``a`` of ``b-c``). A build therefore never uses,
+replaces or removes an image whose labels name another owner, and never builds on
+another user's image (it may hold their files).
 
 Every build writes its full output to ``<state_dir>/build-logs/<user>/<image>-<time>.log``
 (the directory is shared like the state directory; each user's subdirectory and logs
 belong to that user), and a failure names the failing step, its last lines and that log.
+
+User files (``--requirements``, ``--dockerfile``, the project's Dockerfile) are found and
+opened through :mod:`ds01.adapters.user_fs` only: DS01 may run as root for the user.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import secrets
 import stat
 import tempfile
 import time
@@ -29,13 +39,19 @@ from ds01.adapters.docker_build import (
     BuildStep,
     ContextFile,
     containers_using,
+    images_built_on,
     run_build,
     write_context,
 )
+
+# The O_NOFOLLOW walk of user_fs, for directories DS01 writes into through a descriptor.
+from ds01.adapters.user_fs import open_real_dir as walk_real_directory
+from ds01.adapters.user_fs import read_user_file, readable_by, resolve_user_path
 from ds01.domain.dockerfile import BuildNetwork
-from ds01.domain.labels import L
+from ds01.domain.labels import ImageLabels, L
 from ds01.domain.naming import docker_safe_component
-from ds01.errors import BuildError, ConfigError, EngineError, UsageError
+from ds01.errors import BuildError, ConfigError, EngineError, RefusedError, UsageError
+from ds01.services.mounts import CreatedDirs, default_workspace, ensure_workspace, mount_roots
 
 if TYPE_CHECKING:
     from ds01.adapters.docker_engine import ImageInfo
@@ -51,7 +67,8 @@ __all__ = [
     "ImageBuilder",
     "ProgressFn",
     "ProjectFiles",
-    "readable_by",
+    "image_owner",
+    "images_referenced",
 ]
 
 #: Where the configured CA certificates sit in a build context (BuildNetwork names).
@@ -61,6 +78,10 @@ DOCKERFILE_IN_CONTEXT = ".ds01.Dockerfile"
 _MAX_CA_BYTES = 4 * 1024 * 1024
 _MAX_TEXT_BYTES = 1024 * 1024
 _STEP_HEADER = re.compile(r"Step \d+/\d+ : ")  # shown as the step itself, not as output
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_FROM = re.compile(r"\s*FROM\s+(.*)", re.IGNORECASE)
+_FROM_FLAG = re.compile(r"--from=(\S+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -100,25 +121,6 @@ class BuildReport:
     log: Path
 
 
-def readable_by(actor: Actor, st: os.stat_result, *, enter: bool = False) -> bool:
-    """May ``actor`` read (and, with ``enter``, enter) a file with this ``stat``?
-
-    Decided from the mode bits, not ``os.access``: DS01 may run as root on the user's
-    behalf (sudo, the stage-2 daemon), where ``os.access`` would say yes to everything.
-    """
-    gids = {actor.gid}
-    # An account the group database no longer knows keeps just its primary group.
-    with contextlib.suppress(OSError):
-        gids.update(os.getgrouplist(actor.name, actor.gid))
-    if st.st_uid == actor.uid:
-        read, execute = stat.S_IRUSR, stat.S_IXUSR
-    elif st.st_gid in gids:
-        read, execute = stat.S_IRGRP, stat.S_IXGRP
-    else:
-        read, execute = stat.S_IROTH, stat.S_IXOTH
-    return bool(st.st_mode & read) and (not enter or bool(st.st_mode & execute))
-
-
 def _acting_for_someone(actor: Actor) -> bool:
     return os.geteuid() == 0 and actor.uid != 0
 
@@ -137,6 +139,40 @@ def ca_context_names(paths: Sequence[Path]) -> tuple[str, ...]:
             name = f"{index:02d}-{name}"
         names.append(name)
     return tuple(f"{CA_CONTEXT_DIR}/{name}" for name in names)
+
+
+def image_owner(info: ImageInfo) -> str:
+    """The user an image was built for by DS01 (its maintainer label); ``""`` if none."""
+    labels = ImageLabels.decode(info.labels)
+    return labels.maintainer if labels is not None else info.labels.get(L.MAINTAINER, "")
+
+
+def images_referenced(text: str) -> list[str]:
+    """The images a Dockerfile builds on or copies from (``FROM``, ``--from=``), in order.
+
+    Stage names, stage numbers and references that depend on an ``ARG`` are left out:
+    those are not images the engine has under that name.
+    """
+    stages: set[str] = set()
+    found: list[str] = []
+
+    def add(ref: str) -> None:
+        named = ref.lower() in stages or ref.isdigit() or "$" in ref
+        if not named and ref not in found:
+            found.append(ref)
+
+    for line in text.splitlines():
+        match = _FROM.fullmatch(line)
+        if match is not None:
+            words = [w for w in match.group(1).split() if not w.startswith("--")]
+            if words:
+                add(words[0])
+                if len(words) >= 3 and words[1].lower() == "as":
+                    stages.add(words[2].lower())
+            continue
+        for ref in _FROM_FLAG.findall(line):
+            add(ref)
+    return found
 
 
 class ImageBuilder:
@@ -186,51 +222,114 @@ class ImageBuilder:
         )
         return network, tuple(files)
 
+    # -- whose images a build touches ----------------------------------------------
+
+    def check_target(self, actor: Actor, plan: BuildPlan) -> ImageInfo | None:
+        """Refuse (exit 3) a build that would take another owner's image name or build
+        on another user's image; return the image of this name the build replaces."""
+        previous = self.own_image(actor, plan.image, plan.project)
+        for ref in images_referenced(plan.dockerfile_text):
+            self.check_base(actor, ref)
+        return previous
+
+    def own_image(self, actor: Actor, image: str, project: str) -> ImageInfo | None:
+        """The image ``image`` if it is this user's build of ``project``, ``None`` if there
+        is none; refused (exit 3) if the name is held by anything else."""
+        info = self.ctx.engine.image(image)
+        if info is None:
+            return None
+        labels = ImageLabels.decode(info.labels)
+        if labels is not None and labels.maintainer == actor.name and labels.project == project:
+            return info
+        owner = image_owner(info)
+        if not owner:
+            held = "an image DS01 did not build"
+        elif owner == actor.name:
+            held = f"your image of another project ({labels.project if labels else '?'})"
+        else:
+            held = f"an image of another user ({owner})"
+        raise RefusedError(
+            f"The image name {image} is already used by {held}; DS01 does not use, replace "
+            "or delete it.",
+            hint="Choose another project name: image names join the project and user "
+            "names, so a project of yours can meet another user's under one name.",
+            code="image_name_taken",
+            details={"image": image, "owner": owner or None},
+        )
+
+    def check_base(self, actor: Actor, ref: str) -> None:
+        """Refuse (exit 3) to build on an image DS01 built for another user: it may hold
+        their files. Admins may; images without DS01's labels (the catalog's) are fine."""
+        if actor.is_admin:
+            return
+        info = self.ctx.engine.image(ref)
+        if info is None:
+            return  # not on this host: what the build finds is no user's DS01 image
+        owner = image_owner(info)
+        if owner and owner != actor.name:
+            raise RefusedError(
+                f"{ref} is an image DS01 built for another user ({owner}); you may not "
+                "build on it, as it may hold their files.",
+                hint="Build on a catalog image (--framework/--version) or on an image of your own.",
+                code="base_not_yours",
+            )
+
     # -- the build log ----------------------------------------------------------------
 
-    def _log_dir(self, actor: Actor) -> Path:
-        state = Path(self.ctx.settings.state_dir)
-        logs = state / "build-logs"
-        mine = logs / _segment(actor.name)
+    def _open_log(self, actor: Actor, image: str) -> tuple[Path, IO[str]]:
+        """Create the build log in ``<state_dir>/build-logs/<user>/``, through descriptors:
+        the shared log directory is writable by every DS01 user, so a name in it could
+        have been swapped for a link to anywhere."""
+        state = Path(os.path.realpath(self.ctx.settings.state_dir))  # the admin's path
+        mine = state / "build-logs" / _segment(actor.name)
         try:
-            if not logs.is_dir():
-                state.mkdir(parents=True, exist_ok=True)
-                with contextlib.suppress(FileExistsError):
-                    logs.mkdir()
-                    # Shared like the state directory (every DS01 user adds a subdirectory),
-                    # sticky so nobody removes another user's.
-                    logs.chmod(stat.S_IMODE(state.stat().st_mode) | stat.S_ISVTX)
-            if not mine.is_dir():
-                with contextlib.suppress(FileExistsError):
-                    mine.mkdir(mode=0o700)
-                    if _acting_for_someone(actor):
-                        os.chown(mine, actor.uid, actor.gid)
+            state.mkdir(parents=True, exist_ok=True)
+            with walk_real_directory(state) as state_fd:
+                logs_fd, created = _enter(state_fd, "build-logs", 0o755)
+                try:
+                    if created:
+                        # Shared like the state directory (every DS01 user adds a
+                        # subdirectory), sticky so nobody removes another user's.
+                        state_mode = stat.S_IMODE(os.fstat(state_fd).st_mode)
+                        os.fchmod(logs_fd, state_mode | stat.S_ISVTX)
+                    mine_fd, created = _enter(logs_fd, mine.name, 0o700)
+                finally:
+                    os.close(logs_fd)
+            try:
+                if created and _acting_for_someone(actor):
+                    os.fchown(mine_fd, actor.uid, actor.gid)
+                if os.fstat(mine_fd).st_uid != actor.uid:
+                    raise ConfigError(
+                        f"The build log directory {mine} does not belong to {actor.name}; "
+                        "DS01 does not write your logs there.",
+                        hint="Ask an administrator to remove it (DS01 makes it again).",
+                        code="bad_log_dir",
+                    )
+                return self._create_log(actor, mine_fd, mine, image)
+            finally:
+                os.close(mine_fd)
         except OSError as exc:
             raise ConfigError(
-                f"Cannot create the build log directory {mine}: {exc.strerror or exc}.",
+                f"Cannot write a build log under {mine}: {_reason(exc)}.",
                 hint="Check that 'state_dir' in the DS01 configuration is writable by DS01 users.",
             ) from exc
-        return mine
 
-    def _open_log(self, actor: Actor, image: str) -> tuple[Path, IO[str]]:
-        directory = self._log_dir(actor)
+    def _create_log(
+        self, actor: Actor, dir_fd: int, directory: Path, image: str
+    ) -> tuple[Path, IO[str]]:
         stamp = self.ctx.clock.now().strftime("%Y%m%dT%H%M%SZ")
         repo = _segment(image.split(":", 1)[0])
         for attempt in range(100):
             suffix = f"-{attempt}" if attempt else ""
-            path = directory / f"{repo}-{stamp}{suffix}.log"
+            name = f"{repo}-{stamp}{suffix}.log"
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                fd = os.open(name, _NEW_FILE_FLAGS, 0o600, dir_fd=dir_fd)
             except FileExistsError:
                 continue
-            except OSError as exc:
-                raise ConfigError(
-                    f"Cannot write the build log {path}: {exc.strerror or exc}.",
-                    hint="Check that the state directory is writable by DS01 users.",
-                ) from exc
             if _acting_for_someone(actor):
                 os.fchown(fd, actor.uid, actor.gid)
-            return path, os.fdopen(fd, "w", encoding="utf-8", errors="replace", buffering=1)
+            log = os.fdopen(fd, "w", encoding="utf-8", errors="replace", buffering=1)
+            return directory / name, log
         raise ConfigError(f"Too many build logs named {repo}-{stamp}*.log in {directory}.")
 
     # -- building ---------------------------------------------------------------------
@@ -251,7 +350,7 @@ class ImageBuilder:
         this one replaces is removed when nothing uses it any more. ``failure_hint``
         replaces the generic advice when a step fails.
         """
-        previous = self.ctx.engine.image(plan.image)
+        previous = self.check_target(actor, plan)
         labels = {
             L.CUSTOM_IMAGE: plan.image,
             L.MAINTAINER: actor.name,
@@ -281,11 +380,10 @@ class ImageBuilder:
             log.write("# ---- Dockerfile ----\n" + dockerfile_text.rstrip("\n") + "\n")
             log.write("# ---- build output ----\n")
             files = [ContextFile(DOCKERFILE_IN_CONTEXT, dockerfile_text.encode()), *ca_files]
-            may_read = None
-            if context_dir is not None and _acting_for_someone(actor):
 
-                def may_read(_path: Path, st: os.stat_result) -> bool:
-                    return readable_by(actor, st)
+            def may_read(_path: Path, st: os.stat_result) -> bool:
+                # Decided from the user's rights, whoever DS01 runs as.
+                return readable_by(actor, st, enter=stat.S_ISDIR(st.st_mode))
 
             try:
                 with tempfile.TemporaryFile(prefix="ds01-context-") as context:
@@ -323,7 +421,7 @@ class ImageBuilder:
                 f"({outcome.cached_steps} of {outcome.steps} steps from the cache)\n"
             )
         if previous is not None and previous.id != outcome.image_id:
-            self._drop_replaced(previous)
+            self._drop_replaced(actor, previous)
         return BuildReport(
             image=image,
             image_id=outcome.image_id,
@@ -333,19 +431,41 @@ class ImageBuilder:
             log=log_path,
         )
 
-    def _drop_replaced(self, previous: ImageInfo) -> None:
-        """Remove the build a new one replaced, unless a container or a tag still uses it
-        (its layers below the custom tier are shared with the new build and stay)."""
+    def _drop_replaced(self, actor: Actor, previous: ImageInfo) -> None:
+        """Remove the build a new one replaced: only an untagged DS01 image of this user
+        that no container uses and no image is built on (its layers below the custom tier
+        are shared with the new build and stay)."""
         engine = self.ctx.engine
         short = previous.id.removeprefix("sha256:")[:12]
         try:
             now = engine.image(previous.id)
-            if now is None or now.tags or containers_using(engine, previous.id):
+            if now is None or now.tags:
                 return
-            engine.remove_image(previous.id)
+            if ImageLabels.decode(now.labels) is None or image_owner(now) != actor.name:
+                return  # a base image, or someone else's: never removed for this user
+            if containers_using(engine, now.id) or images_built_on(engine, now.id):
+                return
+            engine.remove_image(now.id)
         except (EngineError, UsageError) as exc:
             # The new image is built and tagged; a leftover old one is only disk space.
             self.ctx.warnings.append(f"The previous build {short} was not removed: {exc}")
+
+
+def _enter(dir_fd: int, name: str, mode: int) -> tuple[int, bool]:
+    """Open the subdirectory ``name`` of ``dir_fd`` (made if missing), never through a
+    link; and whether it was made now."""
+    try:
+        os.mkdir(name, mode, dir_fd=dir_fd)
+        created = True
+    except FileExistsError:
+        created = False
+    return os.open(name, _DIR_FLAGS, dir_fd=dir_fd), created
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        return "a symbolic link (or a file) is in the way, and DS01 does not follow it"
+    return exc.strerror or str(exc)
 
 
 def _segment(text: str) -> str:
@@ -358,100 +478,82 @@ def _segment(text: str) -> str:
 class ProjectFiles:
     """The files a build reads and writes for a user, checked before they are touched.
 
-    Paths the user names (``--dockerfile``, ``--requirements``) follow the mount rules
-    (under the allowed roots after resolving links, readable by the user) but refuse with
-    exit 2; the project directory must be the user's own; the Dockerfile is replaced
-    atomically and never followed through a link, which matters when DS01 acts as root.
+    Paths the user names (``--dockerfile``, ``--requirements``) must lie, after resolving
+    links, under the places the user may mount from (their home from the password
+    database and the admin's roots, :func:`ds01.services.mounts.mount_roots`), be readable
+    by the user, and are then read through a descriptor that follows no link (exit 2
+    otherwise). The project directory must be the user's own real directory, reached
+    without a link; files in it are replaced atomically through its descriptor.
     """
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
     def roots(self, actor: Actor) -> list[Path]:
-        settings = self.ctx.settings
-        out: list[Path] = []
-        for root in settings.container.allowed_mount_roots:
-            text = root.replace("{user}", actor.name)
-            if text == "~" or text.startswith("~/"):
-                text = actor.home + text[1:]
-            out.append(Path(os.path.realpath(text)))
-        out.append(Path(os.path.realpath(settings.workspace_base(actor.name, actor.home))))
-        return out
+        """Where DS01 reads files for ``actor``: exactly where they may mount from."""
+        return mount_roots(self.ctx.settings, actor)
 
     def user_path(
         self, actor: Actor, raw: str, *, what: str, cwd: Path, directory: bool = False
     ) -> Path:
-        """A path the user named, resolved and checked like a mount source, but exit 2.
+        """A path the user named, resolved and checked like a mount source (exit 2).
 
-        It must exist, lie (after symlinks) under the places the user may mount, and be
-        readable by the user: DS01 never reads a file for a build that its user could not.
+        It must exist, lie (after symlinks) under :meth:`roots`, and be readable by the
+        user: DS01 never reads a file for a build that its user could not.
         """
-        if any(c in raw for c in "\x00\n\r"):
-            raise UsageError(f"The {what} path contains control characters.", code="bad_path")
-        if raw.startswith("~"):
-            if raw != "~" and not raw.startswith("~/"):
-                raise UsageError(
-                    f"The {what} path {raw!r} names another user's home.", code="bad_path"
-                )
-            given = Path(actor.home + raw[1:])
-        else:
-            given = Path(raw)
-        absolute = given if given.is_absolute() else cwd / given
-        real = Path(os.path.realpath(absolute))
-        kind = "directory" if directory else "file"
-        try:
-            st = real.stat()
-        except OSError as exc:
-            raise UsageError(
-                f"The {what} {absolute} does not exist or cannot be read ({exc.strerror or exc}).",
-                code="no_such_file",
-            ) from exc
-        if stat.S_ISDIR(st.st_mode) != directory or not (directory or stat.S_ISREG(st.st_mode)):
-            raise UsageError(f"The {what} {absolute} is not a {kind}.", code="bad_path")
-        roots = self.roots(actor)
-        if not any(real == root or root in real.parents for root in roots):
-            shown = ", ".join(str(r) for r in roots)
-            raise UsageError(
-                f"The {what} {real} is outside the places DS01 may read for you ({shown}).",
-                hint="Put it under your home or workspace directory.",
-                code="path_not_allowed",
-            )
-        parent_ok = readable_by(actor, real.parent.stat(), enter=True)
-        if not parent_ok or not readable_by(actor, st, enter=directory):
-            raise UsageError(f"You cannot read the {what} {real}.", code="path_not_readable")
-        return real
+        return resolve_user_path(
+            actor, raw, what=what, roots=self.roots(actor), cwd=cwd, directory=directory
+        )
 
-    def read_text(self, path: Path, what: str) -> str:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise UsageError(f"Cannot read the {what} {path}: {exc.strerror or exc}.") from exc
-        if len(data) > _MAX_TEXT_BYTES:
-            raise UsageError(f"The {what} {path} is larger than 1 MiB.", code="file_too_large")
+    def read_text(self, actor: Actor, path: Path, what: str) -> str:
+        """The UTF-8 text of a file :meth:`user_path` approved, read without following a
+        link swapped in since, and only if ``actor`` may read what was opened."""
+        data = read_user_file(actor, path, what=what, max_bytes=_MAX_TEXT_BYTES)
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise UsageError(f"The {what} {path} is not UTF-8 text.", code="bad_encoding") from exc
 
+    def project_path(self, actor: Actor, name: str) -> Path:
+        """Where the project ``name`` lives (unchecked): the directory ``container create
+        NAME`` mounts as its workspace, as a real path below the user's home (or below the
+        admin's workspace root)."""
+        return default_workspace(self.ctx.settings, actor, name)
+
     def project_dir(self, actor: Actor, name: str) -> Path:
-        """``<workspace base>/NAME``; if it exists, it must be the user's own directory."""
-        base = self.ctx.settings.workspace_base(actor.name, actor.home)
-        project = base / name
-        if not project.exists() and not project.is_symlink():
+        """:meth:`project_path`, checked: if it exists it is a real directory (not a link)
+        owned by the user, reached without passing a link (exit 2 otherwise)."""
+        project = self.project_path(actor, name)
+        try:
+            st = project.lstat()
+        except FileNotFoundError:
             return project
-        real = Path(os.path.realpath(project))
-        roots = self.roots(actor)
-        inside = any(real == root or root in real.parents for root in roots)
-        if not real.is_dir() or not inside:
+        except OSError as exc:
             raise UsageError(
-                f"{project} is not a directory under your home or workspace.",
+                f"Cannot look at the project directory {project}: {_reason(exc)}.",
+                code="bad_project_dir",
+            ) from exc
+        if not stat.S_ISDIR(st.st_mode):
+            raise UsageError(
+                f"{project} is not a directory (a link or a file).",
                 hint="Rename or remove it, or pick another project name.",
                 code="bad_project_dir",
             )
-        if os.geteuid() == 0 and real.stat().st_uid != actor.uid:
-            # Acting as root for the user: never write into a directory that isn't theirs.
-            raise UsageError(f"{project} does not belong to {actor.name}.", code="bad_project_dir")
+        if st.st_uid != actor.uid:
+            # DS01 may run as root for the user: never write into a directory not theirs.
+            raise UsageError(
+                f"{project} does not belong to {actor.name}.",
+                hint="Pick another project name, or ask the directory's owner to hand it over.",
+                code="bad_project_dir",
+            )
+        # Walks every component with O_NOFOLLOW: a linked ~/workspace is refused here.
+        # It creates nothing, as everything exists; a directory a race made goes again.
+        self.ensure_project_dir(actor, project).rollback()
         return project
+
+    def ensure_project_dir(self, actor: Actor, project: Path) -> CreatedDirs:
+        """Create the project directory (and missing parents), the user's, refusing links."""
+        return ensure_workspace(actor, project, self.ctx.settings)
 
     def read_dockerfile(self, actor: Actor, path: Path) -> str | None:
         """The project Dockerfile's text, or ``None`` when there is none."""
@@ -459,26 +561,57 @@ class ProjectFiles:
             st = path.lstat()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise UsageError(
+                f"Cannot look at {path}: {_reason(exc)}.",
+                hint="Check that the project directory is yours and a real directory.",
+                code="bad_dockerfile",
+            ) from exc
         if not stat.S_ISREG(st.st_mode):
             raise UsageError(
                 f"{path} is not a regular file (a link or a directory).",
                 hint="Replace it with the Dockerfile itself.",
                 code="bad_dockerfile",
             )
-        if not readable_by(actor, st):
-            raise UsageError(f"You cannot read {path}.", code="path_not_readable")
-        return self.read_text(path, "Dockerfile")
+        return self.read_text(actor, path, "Dockerfile")
 
     def write(self, actor: Actor, path: Path, text: str) -> None:
-        """Replace ``path`` atomically (a link there is replaced, never followed)."""
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        """Replace ``path`` atomically (a link there is replaced, never followed).
+
+        ``path.parent`` must be a real path: it is opened with ``O_NOFOLLOW`` from ``/``
+        down, and (acting as root) must belong to the user. Any failure is exit 2 with
+        the reason; nothing is left behind.
+        """
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                os.fchmod(fh.fileno(), 0o644)
-                if os.geteuid() == 0 and actor.uid != 0:
-                    os.fchown(fh.fileno(), actor.uid, actor.gid)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            with walk_real_directory(path.parent) as dir_fd:
+                if _acting_for_someone(actor) and os.fstat(dir_fd).st_uid != actor.uid:
+                    raise UsageError(
+                        f"{path.parent} does not belong to {actor.name}; DS01 does not "
+                        "write there for you.",
+                        code="bad_project_dir",
+                    )
+                _replace_in(dir_fd, path.name, text.encode(), actor)
+        except OSError as exc:
+            raise UsageError(
+                f"Cannot write {path}: {_reason(exc)}.",
+                hint="Check that the directory exists and is yours, and that the disk has room.",
+                code="cannot_write",
+            ) from exc
+
+
+def _replace_in(dir_fd: int, name: str, data: bytes, actor: Actor) -> None:
+    tmp = f".{name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, _NEW_FILE_FLAGS, 0o644, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            os.fchmod(fh.fileno(), 0o644)
+            if _acting_for_someone(actor):
+                os.fchown(fh.fileno(), actor.uid, actor.gid)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        # The failure that got us here is what gets reported; a temporary file that
+        # cannot be removed either is only clutter.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise

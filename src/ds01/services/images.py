@@ -9,12 +9,15 @@ leaves no file, directory or image behind.
 The image is ``<project>-<user>-image:latest`` (:func:`~ds01.domain.naming.project_image_name`),
 the name ``container create NAME`` looks for. Its ownership labels (custom image, maintainer,
 project) are set by the engine at build time, so an edited Dockerfile cannot make an image
-look like someone else's.
+look like someone else's. Those labels, not the name, decide whose an image is: two users'
+projects can share a name (``a-b`` of ``c``, ``a`` of ``b-c``), and DS01 never builds over,
+lists, builds on or deletes an image whose labels name another user.
 """
 
 from __future__ import annotations
 
-import os
+import re
+import stat
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +43,7 @@ from ds01.domain.packages import (
     plan_packages,
     split_package_list,
 )
-from ds01.errors import BuildError, NotFoundError, RefusedError, UsageError
+from ds01.errors import DS01Error, EngineError, NotFoundError, RefusedError, UsageError
 from ds01.services.audit import audited
 from ds01.services.image_build import (
     BuildPlan,
@@ -48,8 +51,9 @@ from ds01.services.image_build import (
     ImageBuilder,
     ProgressFn,
     ProjectFiles,
+    image_owner,
 )
-from ds01.services.mounts import CreatedDirs, ensure_workspace
+from ds01.services.mounts import CreatedDirs
 
 if TYPE_CHECKING:
     from ds01.adapters.docker_build import ContextFile
@@ -71,6 +75,11 @@ __all__ = [
 DEFAULT_FRAMEWORK = "Pytorch"
 #: Last line of a wrapped Dockerfile whose build context is not the project directory.
 CONTEXT_COMMENT = "# ds01 build context: "
+#: How much of a refused requirements line an error shows: enough to find the line, too
+#: little to turn the error into a way of reading a file.
+EXCERPT_CHARS = 40
+# A quoted literal inside a refusal reason (repr of part of the line); "can't" is not one.
+_QUOTED = re.compile(r"""(?<![A-Za-z0-9])('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")(?![A-Za-z0-9])""")
 
 
 def _listed_fields(fields: dict[str, Any]) -> dict[str, Any]:
@@ -212,6 +221,46 @@ def _entries(values: Sequence[str]) -> list[str]:
     return [entry for value in values for entry in split_package_list(value)]
 
 
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """The first ``limit`` printable characters of ``text`` (``…`` when cut)."""
+    printable = "".join(c for c in text if c.isprintable())
+    return printable if len(printable) <= limit else printable[:limit] + "…"
+
+
+def _short_reason(reason: str) -> str:
+    def cut(match: re.Match[str]) -> str:
+        quoted = match.group(0)  # already escaped (a repr): cut inside the quotes only
+        return quoted[0] + excerpt(quoted[1:-1]) + quoted[-1]
+
+    shortened = _QUOTED.sub(cut, reason)
+    return excerpt(shortened, 160)
+
+
+def _requirements_refusal(exc: UsageError, text: str, filename: str) -> UsageError:
+    """The domain's refusal with each requirements line shown as its number and a short,
+    printable excerpt: the file may be one the user can read but should not paste whole
+    into an error (and a JSON error, or the event log, keeps every entry)."""
+    lines = text.removeprefix("\ufeff").splitlines()
+    line_entry = re.compile(re.escape(filename) + r":(\d+) ")
+    invalid: list[dict[str, str]] = []
+    for item in exc.details.get("invalid", []):
+        entry, reason = str(item.get("entry", "")), _short_reason(str(item.get("reason", "")))
+        match = line_entry.match(entry)
+        if match is not None:
+            number = int(match.group(1))
+            raw = lines[number - 1] if 0 < number <= len(lines) else ""
+            entry = f"{excerpt(filename)}:{number} {excerpt(raw.strip())!r}"
+        elif not entry.startswith(("--pip ", "--apt ")):  # typed by the user: kept
+            entry = excerpt(entry, 2 * EXCERPT_CHARS)  # e.g. two requirements in conflict
+        invalid.append({"entry": entry, "reason": reason})
+    head = exc.message.split("\n", 1)[0]
+    listed = "\n".join(f"  {i['entry']}: {i['reason']}" for i in invalid[:20])
+    more = f"\n  ... and {len(invalid) - 20} more" if len(invalid) > 20 else ""
+    return UsageError(
+        f"{head}\n{listed}{more}", hint=exc.hint, code=exc.code, details={"invalid": invalid}
+    )
+
+
 class ImageService:
     """The image use cases for one acting user."""
 
@@ -247,7 +296,7 @@ class ImageService:
             path = self.files.user_path(
                 actor, req.requirements, what="requirements file", cwd=req.cwd
             )
-            requirements = self.files.read_text(path, "requirements file")
+            requirements = self.files.read_text(actor, path, "requirements file")
             requirements_name = path.name
         own_text: str | None = None
         source: Path | None = None
@@ -263,19 +312,25 @@ class ImageService:
             self.files.user_path(
                 actor, str(source.parent), what="build context", cwd=req.cwd, directory=True
             )
-            own_text = self.files.read_text(source, "Dockerfile")
+            own_text = self.files.read_text(actor, source, "Dockerfile")
         use_case = parse_use_case(req.use_case) if req.use_case else UseCase.NONE
         # Your own Dockerfile decides its packages: tier 2 only when asked for.
         tier2_default = own_text is None
-        plan = plan_packages(
-            use_case=use_case,
-            jupyter=tier2_default if req.jupyter is None else req.jupyter,
-            datascience=tier2_default if req.datascience is None else req.datascience,
-            pip=_entries(req.pip),
-            apt=_entries(req.apt),
-            requirements=requirements,
-            requirements_name=requirements_name,
-        )
+        try:
+            plan = plan_packages(
+                use_case=use_case,
+                jupyter=tier2_default if req.jupyter is None else req.jupyter,
+                datascience=tier2_default if req.datascience is None else req.datascience,
+                pip=_entries(req.pip),
+                apt=_entries(req.apt),
+                requirements=requirements,
+                requirements_name=requirements_name,
+            )
+        except UsageError as exc:
+            if requirements is None or exc.code != "invalid_package":
+                raise
+            # Not chained: the original message quotes up to 80 characters of each line.
+            raise _requirements_refusal(exc, requirements, requirements_name) from None
         if own_text is not None:
             base = dockerfile_base_image(own_text) or "unknown"
             framework = "custom"
@@ -290,11 +345,13 @@ class ImageService:
             user=ImageUser(uid=actor.uid, gid=actor.gid, login=actor.name),
             network=network,
         )
+        if req.base:  # validated as an image reference by ImageSpec: now ask whose it is
+            self.builder.check_base(actor, spec.base_image)
         if own_text is None or source is None:
             return _Draft(render_dockerfile(spec), spec, network, ca_files, None, None)
         lines = [ln for ln in own_text.splitlines(keepends=True) if not _is_context_line(ln)]
         text = wrap_user_dockerfile("".join(lines), spec)
-        if source.parent != Path(os.path.realpath(project)):
+        if source.parent != project:  # both real paths
             text += f"{CONTEXT_COMMENT}{source.parent}\n"
         return _Draft(text, spec, network, ca_files, source.parent, source)
 
@@ -310,9 +367,8 @@ class ImageService:
             draft = self._draft(actor, req, project)
             dockerfile = project / "Dockerfile"
             existing = self.files.read_dockerfile(actor, dockerfile)
-            in_place = draft.source is not None and draft.source == Path(
-                os.path.realpath(dockerfile)
-            )
+            # Both are real paths: the project's through project_dir, the source resolved.
+            in_place = draft.source is not None and draft.source == dockerfile
             notes = _plan_notes(draft.spec.plan)
             if existing is not None and existing != draft.text and not in_place:
                 if not req.force:
@@ -331,9 +387,12 @@ class ImageService:
                 tiers=list(draft.tiers),
                 dockerfile=str(dockerfile),
             )
+            plan = draft.build_plan(req.name, image)
+            if req.build:  # before anything is written: the name and the bases are usable
+                self.builder.check_target(actor, plan)
             made = CreatedDirs([])
             try:
-                made = ensure_workspace(actor, project)
+                made = self.files.ensure_project_dir(actor, project)
                 written = existing != draft.text
                 if written:
                     if existing is not None and not in_place:
@@ -358,7 +417,7 @@ class ImageService:
                 return result
             report = self.builder.build(
                 actor,
-                draft.build_plan(req.name, image),
+                plan,
                 on_progress=on_progress,
                 nocache=req.nocache,
                 failure_hint=f"The Dockerfile stays at {dockerfile}: fix it (or the package "
@@ -385,8 +444,8 @@ class ImageService:
     ) -> ImageResult:
         """Edit the custom tier of the project's Dockerfile (if asked), then rebuild it.
 
-        A failed build puts the Dockerfile back as it was, so a mistyped package does not
-        stay in it.
+        A build that does not finish (failed, refused, interrupted) puts the Dockerfile
+        back as it was, so a mistyped package does not stay in it.
         """
         require_non_root(actor)
         validate_name(req.name, what="project name")
@@ -414,6 +473,9 @@ class ImageService:
                 audit.add(add_pip=add_pip, add_apt=add_apt, remove=remove)
             context_dir = self._context_of(actor, new_text, project)
             network, ca_files = self.builder.network()
+            plan = BuildPlan(req.name, image, new_text, network, ca_files, context_dir)
+            if req.build:  # before anything is written: the name and the bases are usable
+                self.builder.check_target(actor, plan)
             written = new_text != text
             if written:
                 self.files.write(actor, dockerfile, new_text)
@@ -433,21 +495,29 @@ class ImageService:
             try:
                 report = self.builder.build(
                     actor,
-                    BuildPlan(req.name, image, new_text, network, ca_files, context_dir),
+                    plan,
                     on_progress=on_progress,
                     nocache=req.nocache,
                     failure_hint=f"Fix the failing step, then run 'ds01 image update {req.name}' "
                     "again.",
                 )
-            except BuildError as exc:
+            except BaseException as exc:
                 if written:
-                    self.files.write(actor, dockerfile, text)
-                    exc.hint = (exc.hint or "") + (
-                        " Your Dockerfile was put back as it was before this update."
-                    )
+                    self._put_back(actor, dockerfile, text, exc)
                 raise
             audit.add(id=report.image_id, seconds=round(report.seconds, 1))
             return self._built(result, report)
+
+    def _put_back(self, actor: Actor, dockerfile: Path, text: str, exc: BaseException) -> None:
+        """Restore the Dockerfile an update edited, and say so in the error on its way."""
+        try:
+            self.files.write(actor, dockerfile, text)
+        except DS01Error as failed:
+            note = f" Your Dockerfile could not be put back ({failed.message}): check it."
+        else:
+            note = " Your Dockerfile was put back as it was before this update."
+        if isinstance(exc, DS01Error):
+            exc.hint = (exc.hint or "").rstrip() + note
 
     def _built(self, result: ImageResult, report: BuildReport) -> ImageResult:
         info = self.ctx.engine.image(report.image_id)
@@ -474,7 +544,8 @@ class ImageService:
     def list_views(self, actor: Actor, *, all_users: bool = False) -> list[ImageView]:
         """The actor's images (admins with ``all_users``: everyone's), by user and name.
 
-        Builds replaced by a newer one (no tag left) are not shown.
+        Builds replaced by a newer one (no tag left) are not shown, nor (without
+        ``all_users``) any image whose maintainer label is not the actor, whatever its name.
         """
         if all_users and not actor.is_admin:
             raise RefusedError(
@@ -487,6 +558,8 @@ class ImageService:
         for info in self.ctx.engine.list_images(wanted):
             labels = ImageLabels.decode(info.labels)
             if labels is None or not info.tags:
+                continue
+            if not all_users and labels.maintainer != actor.name:
                 continue
             image = labels.custom_image if labels.custom_image in info.tags else info.tags[0]
             views.append(
@@ -509,11 +582,13 @@ class ImageService:
     def delete(self, actor: Actor, name: str, *, force: bool = False) -> DeleteResult:
         """Remove the project's image; its containers too with ``force``, else refuse.
 
-        Only an image DS01 built for this user is removed, by its name: a base image is
-        never removed (Docker keeps every layer another image still needs). The Dockerfile
-        stays, so ``image update NAME`` builds the image again.
+        Only an image DS01 built for this user (its maintainer label, not its name) is
+        removed. Everything that could stop the removal is checked before any container
+        goes: another tag on the image, images built on it (a base is never removed),
+        containers of other users. The Dockerfile stays, so ``image update NAME`` builds
+        the image again.
         """
-        from ds01.adapters.docker_build import containers_using
+        from ds01.adapters.docker_build import containers_using, images_built_on
 
         require_non_root(actor)
         validate_name(name, what="project name")
@@ -528,16 +603,35 @@ class ImageService:
                     hint="See your images with 'ds01 image list'.",
                     code="unknown_image",
                 )
-            labels = ImageLabels.decode(info.labels)
-            if labels is None or not labels.maintainer:
+            owner = image_owner(info)
+            if ImageLabels.decode(info.labels) is None or not owner:
                 raise RefusedError(
                     f"{image} was not built by DS01, so DS01 does not delete it.",
                     hint="Remove it with Docker if it is yours.",
                     code="not_ds01_image",
                 )
-            if labels.maintainer != actor.name and not actor.is_admin:
+            if owner != actor.name:
+                # The name is yours, the image is not: another user's project met yours.
                 raise RefusedError(
-                    f"{image} belongs to {labels.maintainer}, not you.", code="not_owner"
+                    f"{image} belongs to {owner}, not you; DS01 does not delete it.",
+                    hint="Image names join project and user names; this one is another "
+                    "user's project.",
+                    code="not_owner",
+                )
+            other_tags = [t for t in info.tags if t != image]
+            if other_tags:
+                raise RefusedError(
+                    f"{image} is also tagged {', '.join(other_tags)}; removing the name would "
+                    "not remove the image, and nothing was removed.",
+                    hint="Remove the other tags first ('docker rmi TAG'), if they are yours.",
+                    code="image_has_other_tags",
+                )
+            if images_built_on(engine, info.id):
+                raise RefusedError(
+                    f"Other images are built on {image}; DS01 does not remove a base image, "
+                    "and nothing was removed.",
+                    hint="Delete the images built on it first (see 'ds01 image list').",
+                    code="image_is_base",
                 )
             users = containers_using(engine, info.id)
             others = [c for c in users if not actor.may_manage(c.owner, c.owner_uid)]
@@ -554,26 +648,34 @@ class ImageService:
                     f"delete {name} --force' to stop and remove them together with the image.",
                     code="image_in_use",
                 )
-            removed = self._remove_containers(actor, users)
+            removed: list[str] = []
+            try:
+                self._remove_containers(actor, users, removed)
+                engine.remove_image(image)
+            except DS01Error as exc:
+                audit.add(id=info.id, removed_containers=removed)
+                if not users:
+                    raise  # nothing else was done: the engine's own error says it all
+                raise _partial_delete(name, image, users, removed, exc) from exc
             audit.add(id=info.id, removed_containers=removed)
-            engine.remove_image(image)
-        project = self.ctx.settings.workspace_base(actor.name, actor.home) / name
-        dockerfile = project / "Dockerfile"
+        dockerfile = self.files.project_path(actor, name) / "Dockerfile"
         return DeleteResult(
             name=name,
             image=image,
             image_id=info.id,
             removed_containers=tuple(removed),
             stopped_containers=tuple(c.tag for c in users if c.state.is_active),
-            dockerfile=str(dockerfile) if dockerfile.is_file() else None,
+            dockerfile=str(dockerfile) if _is_plain_file(dockerfile) else None,
         )
 
-    def _remove_containers(self, actor: Actor, containers: Sequence[ContainerInfo]) -> list[str]:
+    def _remove_containers(
+        self, actor: Actor, containers: Sequence[ContainerInfo], removed: list[str]
+    ) -> None:
+        """Stop and remove ``containers``, adding each to ``removed`` once it is gone."""
         from ds01.services.containers import ContainerService
 
         service = ContainerService(self.ctx)
         engine = self.ctx.engine
-        removed: list[str] = []
         for info in containers:
             if info.decoded is None and split_tag(info.tag)[1] is None:
                 # Not an AIME/DS01 container (only an admin gets here): plain Docker.
@@ -583,7 +685,44 @@ class ImageService:
                     service.stop(actor, info.tag)
                 service.remove(actor, info.tag)
             removed.append(info.tag)
-        return removed
+
+
+def _partial_delete(
+    name: str,
+    image: str,
+    containers: Sequence[ContainerInfo],
+    removed: Sequence[str],
+    exc: DS01Error,
+) -> EngineError:
+    """What a delete that failed half-way did, precisely. The checks before it passed, so
+    this is the engine failing, or something changing, in the middle."""
+    pending = [c.tag for c in containers if c.tag not in removed]
+    if pending:
+        failed = f"removing the container {pending[0]} failed: {exc.message}"
+        left = f"{image} and the containers {', '.join(pending)} are still there"
+    else:
+        failed = f"the image {image} could not be removed: {exc.message}"
+        left = f"{image} is still there"
+    if removed:
+        failed = f"Removed the containers {', '.join(removed)}, but then {failed}"
+    return EngineError(
+        f"{failed[0].upper()}{failed[1:]}. {left}.",
+        hint=f"Fix the cause, then run 'ds01 image delete {name} --force' again.",
+        code="delete_incomplete",
+        details={
+            "image": image,
+            "removed_containers": list(removed),
+            "remaining_containers": pending,
+            "cause": exc.code,
+        },
+    )
+
+
+def _is_plain_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False  # gone or unreachable: not kept, as far as the user can tell
 
 
 def _is_context_line(line: str) -> bool:

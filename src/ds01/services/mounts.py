@@ -30,7 +30,15 @@ from ds01.errors import UsageError
 if TYPE_CHECKING:
     from ds01.config.settings import Settings
 
-__all__ = ["CreatedDirs", "MountPlan", "check_unchanged", "mount_roots", "plan_mounts"]
+__all__ = [
+    "CreatedDirs",
+    "MountPlan",
+    "check_unchanged",
+    "default_workspace",
+    "ensure_workspace",
+    "mount_roots",
+    "plan_mounts",
+]
 
 
 def mount_roots(settings: Settings, actor: Actor) -> list[Path]:
@@ -88,7 +96,7 @@ def plan_mounts(
             )
         return MountPlan(ws, False, data_path, bool(data_ro), models_path, bool(models_ro))
     return MountPlan(
-        _default_workspace(settings, actor, name),
+        default_workspace(settings, actor, name),
         True,
         data_path,
         bool(data_ro),
@@ -97,7 +105,7 @@ def plan_mounts(
     )
 
 
-def _default_workspace(settings: Settings, actor: Actor, name: str) -> Path:
+def default_workspace(settings: Settings, actor: Actor, name: str) -> Path:
     """``<workspace_base>/NAME`` as a real path below a directory the user cannot redirect."""
     top, below = _workspace_top(settings, actor)
     return top / below / name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -39,8 +40,9 @@ def interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
-def require(value: str | None, name: str, *, choices: list[str] | None = None) -> str:
-    """A required argument: prompted for on a terminal, exit 2 without one."""
+def require(value: str | None, name: str, *, choices: Callable[[], list[str]] | None = None) -> str:
+    """A required argument: on a terminal a picker over ``choices()`` (computed only then:
+    listing may need Docker), without one exit 2 naming the argument."""
     if value:
         return value
     if not interactive():
@@ -53,4 +55,4 @@ def require(value: str | None, name: str, *, choices: list[str] | None = None) -
         )
     from ds01.cli.prompts import pick
 
-    return pick(name, choices or [])
+    return pick(name, choices() if choices else [])

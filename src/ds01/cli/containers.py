@@ -106,7 +106,7 @@ def open_(
     from ds01.services.containers import ContainerService
 
     app_ctx = make_context(ctx)
-    name = require(name, "NAME", choices=_own_names(app_ctx))
+    name = require(name, "NAME", choices=lambda: _own_names(app_ctx))
     code = ContainerService(app_ctx).open(app_ctx.actor, name, keep_running=keep_running)
     raise typer.Exit(code)
 
@@ -141,7 +141,7 @@ def start(ctx: typer.Context, name: str = typer.Argument(None, help="Container n
     from ds01.services.containers import ContainerService
 
     app_ctx = make_context(ctx)
-    name = require(name, "NAME", choices=_own_names(app_ctx))
+    name = require(name, "NAME", choices=lambda: _own_names(app_ctx))
     details = ContainerService(app_ctx).start(app_ctx.actor, name)
     flush_warnings(app_ctx)
     typer.echo(f"Started {details.info.display_name}.")
@@ -157,7 +157,7 @@ def stop(
     from ds01.services.containers import ContainerService
 
     app_ctx = make_context(ctx)
-    name = require(name, "NAME", choices=_own_names(app_ctx))
+    name = require(name, "NAME", choices=lambda: _own_names(app_ctx))
     details = ContainerService(app_ctx).stop(app_ctx.actor, name, timeout=time)
     flush_warnings(app_ctx)
     typer.echo(f"Stopped {details.info.display_name}.")
@@ -173,7 +173,7 @@ def remove(
     from ds01.services.containers import ContainerService
 
     app_ctx = make_context(ctx)
-    name = require(name, "NAME", choices=_own_names(app_ctx))
+    name = require(name, "NAME", choices=lambda: _own_names(app_ctx))
     details = ContainerService(app_ctx).remove(app_ctx.actor, name, force=force)
     flush_warnings(app_ctx)
     typer.echo(f"Removed {details.info.display_name}. Your workspace is untouched.")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import typer
 
 from ds01 import __version__
-from ds01.cli import catalog, containers, enforce, events, gpu, images, limits
+from ds01.cli import catalog, containers, enforce, events, gpu, images, limits, wizards
 from ds01.errors import DS01Error
 
 __all__ = ["build_app", "main"]
@@ -62,6 +62,7 @@ def build_app() -> typer.Typer:
         app.add_typer(group, name=noun)
     events.register(app)
     limits.register(app)
+    wizards.register(app)
     enforce.register(app)
     for noun in ALIASED:
         for info in GROUPS[noun].registered_commands:

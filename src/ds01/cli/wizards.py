@@ -1,0 +1,416 @@
+"""The wizards: ``user-setup``, ``project init`` and ``project launch``.
+
+Registered on the root application by :func:`register` (``ds01 user setup`` and
+``ds01 project init|launch``, plus the spellings users of the existing DS01 type:
+``user-setup``, ``project-init``, ``project-launch``). On a terminal they ask for what is
+missing; without one they never ask: they use the flags and defaults, or exit 2 naming
+what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import typer
+
+from ds01.cli.common import JSON_OPTION, flush_warnings, interactive, make_context
+from ds01.cli.guided import Guide, choose, need
+from ds01.cli.orchestrate import GUIDED_OPTION, project_names, run_deploy
+from ds01.errors import UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ds01.domain.actor import Actor
+    from ds01.services.context import AppContext
+    from ds01.services.onboarding import OnboardingService, SetupReport
+
+__all__ = ["project_app", "register", "user_app"]
+
+project_app = typer.Typer(
+    help="Your projects: a workspace directory with its Dockerfile, layout and git.",
+    no_args_is_help=True,
+)
+user_app = typer.Typer(help="Getting started on this server.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the wizards to the root application, with their hyphenated spellings."""
+    app.add_typer(project_app, name="project")
+    app.add_typer(user_app, name="user")
+    app.command("user-setup")(user_setup)
+    for noun, group in (("project", project_app), ("user", user_app)):
+        for info in group.registered_commands:
+            if info.callback is None:
+                continue
+            verb = info.name or info.callback.__name__
+            alias = f"{noun}-{verb}"
+            if alias == "user-setup":
+                continue  # the main spelling, registered above
+            app.command(alias, help=f"Same as 'ds01 {noun} {verb}'.", rich_help_panel="Aliases")(
+                info.callback
+            )
+
+
+# -- user-setup -------------------------------------------------------------------------
+
+_MARKS = {"ok": "[green]✓[/green]", "warn": "[yellow]![/yellow]", "fail": "[red]✗[/red]"}
+
+
+@user_app.command("setup")
+def user_setup(
+    ctx: typer.Context,
+    quick: bool = typer.Option(
+        False, "--quick", help="Only the checks, one line each (for experienced users)."
+    ),
+    guided: bool = GUIDED_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Get started: checks, SSH key, VS Code, then your first project.
+
+    Checks and explains what you need here (Docker, your limits, GPUs, the workspace, an
+    SSH key), shows how to connect VS Code, then offers to create and launch a project.
+    Changes nothing without asking; safe to run again at any time.
+    """
+    from ds01.services.onboarding import OnboardingService
+
+    app_ctx = make_context(ctx)
+    actor = app_ctx.actor
+    terminal = interactive() and not json_out
+    guide = _guide(app_ctx, actor, guided, quiet=json_out)
+    if not quick:
+        guide.phase(1, 3, "Checks", "checks")
+    service = OnboardingService(app_ctx)
+    report = service.check(actor)
+    flush_warnings(app_ctx)
+    if json_out:
+        from ds01.cli.output import emit_json
+
+        emit_json(report.to_dict())
+        raise typer.Exit(1 if report.failed else 0)
+    _print_checks(report, quick=quick, guide=guide)
+    if quick or not terminal:
+        if not quick and not report.failed:
+            guide.note("Next: ds01 project-init NAME (or run ds01 user-setup on a terminal).")
+        raise typer.Exit(1 if report.failed else 0)
+
+    guide.phase(2, 3, "Connecting: SSH and VS Code", "ssh")
+    _ssh_key(service, actor, report, guide)
+    guide.explain("vscode")
+    from ds01.services.onboarding import connect_guide
+
+    first = report.projects[0] if report.projects else None
+    for line in connect_guide(actor, report.host, report.workspace, first):
+        guide.note(line)
+
+    guide.phase(3, 3, "Your first project", "project")
+    if report.failed:
+        guide.note("Fix the problems marked ✗ above first, then run 'ds01 user-setup' again.")
+        raise typer.Exit(1)
+    from ds01.cli.prompts import confirm
+
+    question = (
+        "Create another project now?" if report.projects else "Create your first project now?"
+    )
+    if not confirm(question, default=not report.projects):
+        guide.note("Later: ds01 project-init NAME, then ds01 project launch NAME.")
+        return
+    _project_wizard(app_ctx, actor, guide, ProjectChoices(), offer_launch=True)
+
+
+def _guide(app_ctx: AppContext, actor: Actor, guided: bool, *, quiet: bool = False) -> Guide:
+    workspace = app_ctx.settings.workspace_base(actor.name, actor.home)
+    return Guide(guided=guided, quiet=quiet, values={"workspace": str(workspace)})
+
+
+def _print_checks(report: SetupReport, *, quick: bool, guide: Guide) -> None:
+    from rich.markup import escape
+
+    out = guide.console
+    for check in report.checks:
+        mark = _MARKS[check.status.value]
+        out.print(f"  {mark} [bold]{escape(check.title)}[/bold]: {escape(check.summary)}")
+        if quick:
+            continue
+        guide.explain(check.key)
+        for line in check.details:
+            out.print(f"      {escape(line)}")
+        if check.fix and check.status.value != "ok":
+            out.print(f"      [cyan]→[/cyan] {escape(check.fix)}")
+
+
+def _ssh_key(service: OnboardingService, actor: Actor, report: SetupReport, guide: Guide) -> None:
+    from ds01.cli.prompts import confirm
+
+    key = report.ssh_public_key
+    if key is None and os.geteuid() != actor.uid:
+        guide.note(f"{actor.name} has no SSH key; they can make one with ssh-keygen -t ed25519.")
+        return
+    if key is None:
+        if not confirm("Create an SSH key on this server now (ssh-keygen, ed25519)?", default=True):
+            guide.note("Later: ssh-keygen -t ed25519")
+            return
+        key = service.create_ssh_key(actor)
+        guide.note(f"Created {key}.")
+    try:
+        public = key.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        guide.note(f"Your public key is {key} ({exc.strerror}).")
+        return
+    guide.note(f"Your public key ({key}); add it to GitHub/GitLab to use git over SSH:")
+    guide.note(f"  {public}")
+
+
+# -- project init -----------------------------------------------------------------------
+
+
+class ProjectChoices:
+    """What the project wizard still has to ask for (``None``: ask on a terminal)."""
+
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        use_case: str | None = None,
+        framework: str | None = None,
+        version: str | None = None,
+        arch: str | None = None,
+        jupyter: bool | None = None,
+        datascience: bool | None = None,
+        pip: tuple[str, ...] | None = None,
+        apt: tuple[str, ...] = (),
+        description: str | None = None,
+        git: bool = True,
+    ) -> None:
+        self.name = name
+        self.use_case = use_case
+        self.framework = framework
+        self.version = version
+        self.arch = arch
+        self.jupyter = jupyter
+        self.datascience = datascience
+        self.pip = pip
+        self.apt = apt
+        self.description = description
+        self.git = git
+
+
+@project_app.command("init")
+def project_init(
+    ctx: typer.Context,
+    name: str = typer.Argument(None, help="Project name: ~/workspace/NAME is created."),
+    use_case: str = typer.Option(
+        None, "-t", "--type", help="Use-case packages: ml cv nlp rl audio ts llm none."
+    ),
+    framework: str = typer.Option(
+        None, "-f", "--framework", help="Catalog framework for the image (default: pytorch)."
+    ),
+    version: str = typer.Option(None, "--version", help="Framework version (default: newest)."),
+    arch: str = typer.Option(None, "--arch", help="Catalog architecture (default: from GPU)."),
+    jupyter: bool = typer.Option(
+        None, "--jupyter/--no-jupyter", help="Jupyter in the image (default: yes)."
+    ),
+    datascience: bool = typer.Option(
+        None,
+        "--datascience/--no-datascience",
+        help="pandas, scipy, scikit-learn, matplotlib, seaborn (default: as --jupyter).",
+    ),
+    pip: list[str] = typer.Option(None, "--pip", help='Your pip packages: "pkg pkg>=1.2 ...".'),
+    apt: list[str] = typer.Option(None, "--apt", help='Your Debian packages: "pkg ...".'),
+    description: str = typer.Option(None, "--desc", help="One line for the README."),
+    no_git: bool = typer.Option(False, "--no-git", help="No git repository."),
+    guided: bool = GUIDED_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Create a project: ~/workspace/NAME with its Dockerfile, layout and git.
+
+    Makes data/raw, data/processed, notebooks, src, models, outputs, requirements.txt, the
+    Dockerfile (as 'image create --no-build'), README.md, an ML .gitignore and a git
+    repository with a first commit. On a terminal, asks for what the flags leave open.
+    """
+    app_ctx = make_context(ctx)
+    actor = app_ctx.actor
+    if not name and (json_out or not interactive()):
+        need(name, "NAME", list)  # exits 2 naming NAME
+    choices = ProjectChoices(
+        name=name,
+        use_case=use_case,
+        framework=framework,
+        version=version,
+        arch=arch,
+        jupyter=jupyter,
+        datascience=datascience,
+        pip=tuple(pip) if pip else None,
+        apt=tuple(apt or ()),
+        description=description,
+        git=not no_git,
+    )
+    guide = _guide(app_ctx, actor, guided, quiet=json_out)
+    _project_wizard(app_ctx, actor, guide, choices, offer_launch=False, json_out=json_out)
+
+
+def _project_wizard(
+    app_ctx: AppContext,
+    actor: Actor,
+    guide: Guide,
+    choices: ProjectChoices,
+    *,
+    offer_launch: bool,
+    json_out: bool = False,
+) -> None:
+    from ds01.services.projects import ProjectInitRequest, ProjectService
+
+    terminal = interactive() and not json_out
+    guide.phase(1, 3, "Choices", "project")
+    if terminal:
+        _ask_missing(app_ctx, choices)
+    if choices.name is None:  # unreachable: asked above, or refused without a terminal
+        raise UsageError("Missing argument NAME.", code="missing_argument")
+    guide.values["name"] = choices.name
+    jupyter = True if choices.jupyter is None else choices.jupyter
+    datascience = jupyter if choices.datascience is None else choices.datascience
+    request = ProjectInitRequest(
+        name=choices.name,
+        use_case=choices.use_case,
+        framework=choices.framework,
+        version=choices.version,
+        arch=choices.arch,
+        jupyter=jupyter,
+        datascience=datascience,
+        pip=choices.pip or (),
+        apt=choices.apt,
+        description=choices.description,
+        git=choices.git,
+    )
+    result = ProjectService(app_ctx).init(actor, request, narrator=guide)
+    flush_warnings(app_ctx)
+    if json_out:
+        from ds01.cli.output import emit_json
+
+        emit_json(result.to_dict())
+        return
+    for line in result.notes:
+        guide.note(f"note: {line}")
+    made = ", ".join(result.created) or "nothing new"
+    guide.note(f"Project {result.name} in {result.path}: {made}.")
+    if result.kept:
+        guide.note(f"Kept as they were: {', '.join(result.kept)}.")
+    if offer_launch and terminal:
+        from ds01.cli.prompts import confirm
+
+        if confirm(
+            "Build the image and open a container now? (the first build takes a few minutes)",
+            default=True,
+        ):
+            from ds01.services.orchestrate import DeployRequest
+
+            run_deploy(app_ctx, DeployRequest(name=result.name), guided=guide.guided, launch=True)
+            return
+    guide.note(f"Next: ds01 project launch {result.name}")
+
+
+def _ask_missing(app_ctx: AppContext, choices: ProjectChoices) -> None:
+    """The wizard's questions, for whatever the flags left open (terminal only)."""
+    from ds01.cli.help_text import USE_CASE_DESCRIPTIONS
+    from ds01.cli.prompts import ask, confirm
+    from ds01.domain.naming import validate_name
+    from ds01.domain.packages import USE_CASE_PACKAGES, UseCase, plan_packages, split_package_list
+
+    out_note = _printer()
+    while choices.name is None:
+        answer = ask("Project name (letters, digits, - _ .)", default="my-project").strip()
+        try:
+            choices.name = validate_name(answer, what="project name")
+        except UsageError as exc:
+            out_note(exc.message)
+    if choices.framework is None:
+        frameworks = _frameworks(app_ctx, choices.arch)
+        if len(frameworks) > 1:
+            default = next((f for f in frameworks if f.casefold() == "pytorch"), frameworks[0])
+            options = [(f, "from the AIME catalog") for f in frameworks]
+            choices.framework = choose("Framework", options, default=default)
+    if choices.use_case is None:
+        options = []
+        for case in UseCase:
+            packages = " ".join(USE_CASE_PACKAGES[case])
+            text = USE_CASE_DESCRIPTIONS.get(case.value, "")
+            options.append((case.value, f"{text} ({packages})" if packages else text))
+        choices.use_case = choose("Use case", options, default="none")
+    if choices.jupyter is None and choices.datascience is None:
+        both = confirm(
+            "Include Jupyter and the data-science set (pandas, scipy, scikit-learn, "
+            "matplotlib, seaborn)?",
+            default=True,
+        )
+        choices.jupyter = choices.datascience = both
+    while choices.pip is None:
+        answer = ask("Extra pip packages, separated by spaces (Enter: none)", default="")
+        try:
+            plan_packages(pip=split_package_list(answer), system_tools=False)
+        except UsageError as exc:
+            out_note(exc.message)
+            continue
+        choices.pip = (answer,) if answer.strip() else ()
+
+
+def _frameworks(app_ctx: AppContext, arch: str | None) -> list[str]:
+    from ds01.services.create import CreateService
+
+    resolved, _ = CreateService(app_ctx).resolve_arch(arch, required=False)
+    try:
+        return list(app_ctx.catalog.frameworks(resolved))
+    except UsageError:
+        return list(app_ctx.catalog.frameworks())
+
+
+def _printer() -> Callable[[str], None]:
+    from rich.markup import escape
+
+    from ds01.cli.output import console
+
+    def say(text: str) -> None:
+        console().print(f"[red]{escape(text)}[/red]")
+
+    return say
+
+
+# -- project launch ---------------------------------------------------------------------
+
+
+@project_app.command("launch")
+def project_launch(
+    ctx: typer.Context,
+    name: str = typer.Argument(None, help="Project name (a directory in ~/workspace)."),
+    background: bool = typer.Option(
+        False, "--background", help="Only start the container; do not open a shell."
+    ),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Build the image again first."),
+    gpus: int = typer.Option(None, "--gpus", min=1, help="Number of whole devices."),
+    gpu_profile: str = typer.Option(None, "--gpu-profile", help="A MIG slice, e.g. 3g.20gb."),
+    cpu_only: bool = typer.Option(False, "--cpu-only", help="No GPU."),
+    wait: bool = typer.Option(False, "--wait", help="Queue the request if no GPU is free."),
+    keep_running: bool = typer.Option(
+        False, "--keep-running", help="Keep the container running after the shell exits."
+    ),
+    guided: bool = GUIDED_OPTION,
+) -> None:
+    """Build the project's image if needed, then deploy it.
+
+    Builds ~/workspace/NAME/Dockerfile when the image is missing (or with --rebuild), then
+    creates the container with your limits and a GPU and opens a shell (or --background).
+    """
+    from ds01.services.orchestrate import DeployRequest
+
+    app_ctx = make_context(ctx)
+    name = need(name, "NAME", lambda: project_names(app_ctx, app_ctx.actor))
+    request = DeployRequest(
+        name=name,
+        gpus=gpus,
+        gpu_profile=gpu_profile,
+        cpu_only=cpu_only,
+        wait=wait,
+        background=background,
+        rebuild=rebuild,
+    )
+    run_deploy(app_ctx, request, guided=guided, keep_running=keep_running, launch=True)

@@ -30,11 +30,10 @@ The text of the owner's notices is written by :mod:`ds01.domain.lifecycle_notice
 from __future__ import annotations
 
 import enum
-import importlib
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from ds01.domain.containers import ContainerState
 from ds01.domain.idle import (
@@ -54,17 +53,7 @@ from ds01.domain.idle import (
 )
 from ds01.errors import ConfigError
 
-if TYPE_CHECKING:
-    # Re-exported (see __all__ and __getattr__ at the end of this module).
-    from ds01.domain.lifecycle_notices import (
-        KEEP_ALIVE_COMMAND,
-        render_notice,
-        render_stop,
-        render_warning,
-    )
-
 __all__ = [
-    "KEEP_ALIVE_COMMAND",
     "Action",
     "ContainerFacts",
     "ContainerPolicy",
@@ -82,9 +71,6 @@ __all__ = [
     "Stop",
     "Warn",
     "decide",
-    "render_notice",
-    "render_stop",
-    "render_warning",
 ]
 
 
@@ -572,19 +558,3 @@ def _note_once(key: str, message: str, sent: set[str], actions: list[Action]) ->
     if key not in sent:
         sent.add(key)
         actions.append(Note(key, message))
-
-
-# --------------------------------------------------------------------------- notices
-# Rendering notices lives in ds01.domain.lifecycle_notices, which imports the action types
-# above. Importing its names back here eagerly would be circular (whichever of the two
-# modules loads second would find the other half-built), so they are re-exported lazily:
-# the first `from ds01.domain.lifecycle import render_notice` loads that module.
-
-_NOTICE_NAMES = frozenset({"KEEP_ALIVE_COMMAND", "render_notice", "render_stop", "render_warning"})
-
-if not TYPE_CHECKING:  # type checkers see the imports at the top instead
-
-    def __getattr__(name: str) -> object:
-        if name in _NOTICE_NAMES:
-            return getattr(importlib.import_module("ds01.domain.lifecycle_notices"), name)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -40,8 +40,8 @@ from ds01.domain.lifecycle import (
     Remove,
     Stop,
     Warn,
-    render_notice,
 )
+from ds01.domain.lifecycle_notices import render_notice
 from ds01.errors import DS01Error
 from ds01.services.audit import audited
 

@@ -296,3 +296,53 @@ def test_events_record_who_what_result(ds01_env, alice: Actor) -> None:
     actions = [(e["action"], e["result"], e["actor"]) for e in events]
     assert ("container.create", "ok", alice.name) in actions
     assert ("container.remove", "ok", alice.name) in actions
+
+
+def test_aime_mlc_list_can_parse_what_ds01_creates(ds01_env, alice: Actor) -> None:
+    """AIME's ``mlc list`` reads ``docker container ls --format '{{json .}}'`` and splits
+    the Labels string on ',' then on the first '=': no DS01 label may hold a comma."""
+    ds01_env.write_inventory(
+        {
+            "gpus": [
+                {
+                    "index": i,
+                    "uuid": f"GPU-00000000-0000-0000-0000-00000000000{i}",
+                    "name": "NVIDIA A100-SXM4-40GB",
+                    "memory_mib": 40960,
+                    "compute_capability": "8.0",
+                }
+                for i in range(2)
+            ]
+        }
+    )
+    ds01_env.write_limits(
+        {
+            "default_group": "ds01t-students",
+            "defaults": {"max_gpus_per_container": 2, "max_gpu_equivalents": 2},
+            "groups": {"ds01t-students": {"unix_group": "ds01t-students"}},
+        }
+    )
+    CreateService(ds01_env.context(alice)).create(
+        alice, CreateRequest(name="multi", framework="pytorch", gpus=2)
+    )
+    out = subprocess.run(
+        [
+            "docker",
+            "container",
+            "ls",
+            "-a",
+            "--filter",
+            f"label=aime.mlc={alice.name}",
+            "--format",
+            "{{json .}}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (row,) = [json.loads(line) for line in out.splitlines() if line]
+    labels = dict(pair.split("=", 1) for pair in row["Labels"].split(","))  # AIME's parse
+    assert labels["aime.mlc.NAME"] == "multi"
+    assert labels["aime.mlc.FRAMEWORK"] == "Pytorch-2.7.1"
+    assert labels["aime.mlc.USER"] == alice.name
+    assert labels["aime.mlc.GPUS"].count(";") == 1

@@ -202,7 +202,7 @@ def test_full_gpu_user_gets_lowest_free_whole_gpu_with_labels() -> None:
     assert alloc.uuids == ("GPU-0001", "GPU-0002")
     assert alloc.equivalents == 2
     assert alloc.cuda_visible_devices == "GPU-0001,GPU-0002"
-    assert alloc.gpus_label == "device=GPU-0001,GPU-0002"
+    assert alloc.gpus_label == "device=GPU-0001;GPU-0002"  # no comma: AIME's mlc list
     h = alloc.as_holding("c1", "ann", since=T0)
     assert (h.user, h.device_uuids, h.equivalents, h.since) == ("ann", alloc.uuids, Fraction(2), T0)
 

@@ -133,7 +133,7 @@ def check_allocation(
     assert alloc.equivalents == sum((d.equivalents for d in devices), Fraction(0))
     assert alloc.cuda_visible_devices == ",".join(d.uuid for d in devices)
     if devices:
-        assert alloc.gpus_label == "device=" + alloc.cuda_visible_devices
+        assert alloc.gpus_label == "device=" + alloc.cuda_visible_devices.replace(",", ";")
     offered = set(allocatable_devices(inv))
     mig_on = {g.index for g in inv.gpus if g.mig_enabled}
     for d in devices:

@@ -26,6 +26,7 @@ from ds01.domain.dockerfile import (
 from ds01.domain.dockerfile_edit import (
     USER_BLOCK_BEGIN,
     dockerfile_base_image,
+    images_referenced,
     read_custom_tier,
     replace_custom_tier,
     wrap_user_dockerfile,
@@ -407,7 +408,7 @@ def test_changing_only_the_custom_tier_keeps_everything_before_it_byte_identical
     assert after == render_dockerfile(
         _spec(plan_packages(use_case=UseCase.CV, pip=["rich"], apt=["sox"]))
     )
-    assert labels_of(after)[L.IMAGE_TIERS].endswith(",cv,custom")
+    assert labels_of(after)[L.IMAGE_TIERS].endswith(";cv;custom")
     emptied = replace_custom_tier(after, CustomTier())
     assert emptied == before
     assert not labels_of(emptied)[L.IMAGE_TIERS].endswith("custom")
@@ -569,7 +570,7 @@ def test_wrap_appends_user_setup_labels_and_custom_tier() -> None:
     assert "CMD" not in kinds and "WORKDIR" not in kinds  # the user's own stay in force
     labels = labels_of(block)
     expected = spec.labels().encode()
-    expected[L.IMAGE_TIERS] = "dockerfile,custom"
+    expected[L.IMAGE_TIERS] = "dockerfile;custom"
     assert labels == expected
     assert read_custom_tier(text) == plan.custom
     assert "# Tier 2" not in text and "# System tools" not in text  # empty tiers: nothing
@@ -579,7 +580,7 @@ def test_wrap_renders_the_plans_non_empty_tiers_before_the_user() -> None:
     plan = plan_packages(jupyter=False, datascience=False, use_case=UseCase.RL)
     text = wrap_user_dockerfile(USER_DOCKERFILE, _spec(plan))
     assert text.index("# System tools") < text.index("# Tier 3") < text.index("ARG DS01_USER")
-    assert labels_of(text)[L.IMAGE_TIERS] == "dockerfile,system,rl"
+    assert labels_of(text)[L.IMAGE_TIERS] == "dockerfile;system;rl"
 
 
 def test_wrapping_twice_is_wrapping_once() -> None:
@@ -618,3 +619,37 @@ def test_dockerfile_base_image() -> None:
     assert dockerfile_base_image(multi) == "nvcr.io/nvidia/pytorch:24.10-py3"
     assert dockerfile_base_image("ARG B=x\nFROM $B\n") is None
     assert dockerfile_base_image("RUN x\n") is None
+
+
+def test_images_referenced_follows_stages_and_copy_from() -> None:
+    text = (
+        "ARG TAG=1\n"
+        "FROM --platform=linux/amd64 builder-image:1 AS build\n"
+        "FROM python:$TAG\n"
+        "from build\n"
+        "COPY --from=build /a /a\n"
+        "COPY --from=other-user-image:latest /b /b\n"
+        "COPY --from=0 /c /c\n"
+        "FROM debian:bookworm\n"
+    )
+    assert images_referenced(text) == [
+        "builder-image:1",
+        "other-user-image:latest",
+        "debian:bookworm",
+    ]
+
+
+def test_images_referenced_names_each_image_once_and_ignores_stage_names_in_any_case() -> None:
+    text = (
+        "FROM base-image:1 AS Builder\n"
+        "RUN --mount=type=cache,from=builder,target=/x true\n"  # not a --from= flag
+        "COPY --FROM=BUILDER /a /a\n"  # the stage, named in another case
+        "COPY --from=base-image:1 /b /b\n"  # already listed
+        "COPY --from=${IMG} /c /c\n"  # depends on an ARG
+        "FROM\n"  # nothing to read
+    )
+    assert images_referenced(text) == ["base-image:1"]
+    assert images_referenced("") == []
+    # DS01's block names no image: a wrapped file references what the user's own did.
+    wrapped = wrap_user_dockerfile(USER_DOCKERFILE, _spec())
+    assert images_referenced(wrapped) == images_referenced(USER_DOCKERFILE) != []

@@ -69,6 +69,7 @@ from ds01.domain.gpu_request import (
     to_equivalents,
     user_equivalents,
 )
+from ds01.domain.labels import LIST_SEPARATOR
 from ds01.errors import DS01Error, NoCapacityError, RefusedError, UsageError
 
 __all__ = [
@@ -139,8 +140,12 @@ class Allocation:
 
     @property
     def gpus_label(self) -> str:
-        """Value for AIME's ``aime.mlc.GPUS``: ``device=UUID[,UUID]``, ``0`` when CPU-only."""
-        return f"device={','.join(self.uuids)}" if self.devices else "0"
+        """Value for AIME's ``aime.mlc.GPUS``: ``device=UUID[;UUID]``, ``0`` when CPU-only.
+
+        ``;`` rather than Docker's ``,``: AIME's ``mlc list`` splits the label string on
+        commas, and a comma inside a value would break it for every container of the user.
+        """
+        return f"device={LIST_SEPARATOR.join(self.uuids)}" if self.devices else "0"
 
     def as_holding(self, container: str, user: str, *, since: datetime | None = None) -> Holding:
         """The holding this allocation becomes once its container exists."""

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from ds01.domain.labels import ImageLabels, L
+from ds01.domain.labels import LIST_SEPARATOR, ImageLabels, L
 from ds01.domain.naming import project_image_name, validate_name
 from ds01.domain.packages import AptSpec, CustomTier, PackagePlan, PipSpec, Tier, TierName
 from ds01.domain.user_setup import account_name
@@ -86,7 +86,7 @@ MAX_UID = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
 
 _LOGIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+-]{0,255}")
 _FRAMEWORK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
-_LABEL_VALUE = re.compile(r"[A-Za-z0-9._@+:/,=-]*")
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9._@+:/,;=-]*")
 _CA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9][A-Za-z0-9._-]*)*\.crt")
 _URL_TEXT = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!&()*+,;=%-]+")
 _HOST = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -499,7 +499,8 @@ def _custom_inner(custom: CustomTier, tiers: Sequence[str] | None) -> list[str]:
     if custom.pip:
         lines += _pip_run(custom.pip)
     if tiers is not None:
-        lines += _label([(L.IMAGE_TIERS, ",".join(tiers))])
+        # ";" not ",": containers inherit image labels, and AIME's mlc list splits on ",".
+        lines += _label([(L.IMAGE_TIERS, LIST_SEPARATOR.join(tiers))])
     return lines
 
 

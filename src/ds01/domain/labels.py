@@ -18,6 +18,7 @@ __all__ = [
     "AIME",
     "AIME_CONTAINER_VERSION",
     "LEGACY",
+    "LIST_SEPARATOR",
     "NO_MOUNT",
     "ContainerLabels",
     "ImageLabels",
@@ -29,6 +30,9 @@ AIME = "aime.mlc"
 AIME_CONTAINER_VERSION = "4"
 #: AIME's sentinel for "no data / models directory mounted".
 NO_MOUNT = "-"
+#: Separates list values inside one label. Not ",": AIME's ``mlc list`` splits Docker's
+#: label string on commas, so a comma in any value breaks the listing of that user.
+LIST_SEPARATOR = ";"
 
 
 class L:
@@ -44,7 +48,7 @@ class L:
     DATA_MOUNT = f"{AIME}.DATA_MOUNT"  # host data path or "-"
     MODELS_MOUNT = f"{AIME}.MODELS_MOUNT"  # host models path or "-"
     FRAMEWORK = f"{AIME}.FRAMEWORK"  # "<Framework>-<version>", e.g. Pytorch-2.4.0
-    GPUS = f"{AIME}.GPUS"  # what Docker's --gpus was given: "all", "0", "device=UUID,UUID"
+    GPUS = f"{AIME}.GPUS"  # the devices given: "all", "0", "device=UUID;UUID" (AIME: -g)
 
     # --- DS01 additions (same namespace, upper case like AIME's).
     DS01_MANAGED = f"{AIME}.DS01_MANAGED"  # "true" on everything DS01 creates
@@ -53,7 +57,7 @@ class L:
     CUSTOM_IMAGE = f"{AIME}.CUSTOM_IMAGE"  # image name when not a catalog image
     IMAGE = f"{AIME}.DS01_IMAGE"  # the image reference the container was created from
     CREATED_AT = f"{AIME}.DS01_CREATED_AT"  # ISO-8601 UTC
-    GPU_UUIDS = f"{AIME}.GPU_UUIDS"  # comma-separated device UUIDs held (empty: none)
+    GPU_UUIDS = f"{AIME}.GPU_UUIDS"  # ";"-separated device UUIDs held (empty: none)
     GPU_EQUIVALENTS = f"{AIME}.GPU_EQUIVALENTS"  # charged equivalents, exact ("3/7")
     GPU_PROFILE = f"{AIME}.GPU_PROFILE"  # MIG profile requested, if any
     GPU_ALLOCATED_AT = f"{AIME}.GPU_ALLOCATED_AT"  # ISO-8601 UTC
@@ -65,7 +69,7 @@ class L:
     MAINTAINER = f"{AIME}.MAINTAINER"  # user name the image belongs to
     BASE_IMAGE = f"{AIME}.BASE_IMAGE"
     IMAGE_FRAMEWORK = f"{AIME}.FRAMEWORK"  # same key and format as the container label
-    IMAGE_TIERS = f"{AIME}.DS01_TIERS"  # comma-separated tiers present
+    IMAGE_TIERS = f"{AIME}.DS01_TIERS"  # ";"-separated tiers present
     IMAGE_PROJECT = f"{AIME}.DS01_PROJECT"
     BAKED_UID = f"{AIME}.DS01_USER_UID"
     BAKED_GID = f"{AIME}.DS01_USER_GID"
@@ -147,7 +151,7 @@ class ContainerLabels:
             L.FRAMEWORK: self.framework,
             L.GPUS: self.gpus,
             L.DS01_MANAGED: "true",
-            L.GPU_UUIDS: ",".join(self.gpu_uuids),
+            L.GPU_UUIDS: LIST_SEPARATOR.join(self.gpu_uuids),
             L.GPU_EQUIVALENTS: str(self.gpu_equivalents),
         }
         optional = {
@@ -172,7 +176,12 @@ class ContainerLabels:
         if user is None:
             return None
         uuids_text = _first(labels, L.GPU_UUIDS, LEGACY.GPU_UUIDS, LEGACY.GPU_UUID) or ""
-        uuids = tuple(u.strip() for u in uuids_text.split(",") if u.strip())
+        # Earlier DS01 deployments wrote commas: accept both separators.
+        uuids = tuple(
+            u.strip()
+            for u in uuids_text.replace(",", LIST_SEPARATOR).split(LIST_SEPARATOR)
+            if u.strip()
+        )
         eq_text = labels.get(L.GPU_EQUIVALENTS)
         try:
             equivalents = parse_equivalents(eq_text) if eq_text else Fraction(len(uuids))
@@ -226,7 +235,7 @@ class ImageLabels:
             L.MAINTAINER: self.maintainer,
             L.BASE_IMAGE: self.base_image,
             L.IMAGE_FRAMEWORK: self.framework,
-            L.IMAGE_TIERS: ",".join(self.tiers),
+            L.IMAGE_TIERS: LIST_SEPARATOR.join(self.tiers),
             L.IMAGE_PROJECT: self.project,
         }
         if self.uid is not None:
@@ -249,7 +258,13 @@ class ImageLabels:
             maintainer=labels.get(L.MAINTAINER, ""),
             base_image=labels.get(L.BASE_IMAGE, ""),
             framework=labels.get(L.IMAGE_FRAMEWORK, ""),
-            tiers=tuple(t for t in labels.get(L.IMAGE_TIERS, "").split(",") if t),
+            tiers=tuple(
+                t
+                for t in labels.get(L.IMAGE_TIERS, "")
+                .replace(",", LIST_SEPARATOR)
+                .split(LIST_SEPARATOR)
+                if t
+            ),
             project=labels.get(L.IMAGE_PROJECT, ""),
             uid=int(uid) if uid and uid.isdigit() else None,
             gid=int(gid) if gid and gid.isdigit() else None,

@@ -57,7 +57,7 @@ def aime_devices(gpus_label: str, inventory: Inventory) -> tuple[str, ...]:
     elif value.isdigit():
         chosen = [u for g in gpus[: int(value)] for u in by_gpu.get(g.uuid, ())]
     elif value.startswith("device="):
-        for raw in value.removeprefix("device=").split(","):
+        for raw in value.removeprefix("device=").replace(";", ",").split(","):
             item = raw.strip()
             gpu = next((g for g in gpus if item in (str(g.index), g.uuid)), None)
             if gpu is not None:

@@ -65,7 +65,19 @@ def _resolve(actor: Actor, raw: str, what: str, roots: list[Path], cwd: Path) ->
     real = resolve_user_path(
         actor, raw, what=f"{what} directory", roots=roots, cwd=cwd, directory=True
     )
+    _no_comma(real, what)
     return real, not writable_by(actor, real.stat())
+
+
+def _no_comma(path: Path, what: str) -> None:
+    """Mount paths become labels, and AIME's ``mlc list`` splits labels on commas."""
+    if "," in str(path):
+        raise UsageError(
+            f"The {what} directory {path} contains a comma, which AIME's tools cannot read "
+            "back from the container's labels.",
+            hint="Rename the directory (or use a link without a comma to it).",
+            code="bad_path",
+        )
 
 
 def plan_mounts(
@@ -95,8 +107,10 @@ def plan_mounts(
                 code="path_not_allowed",
             )
         return MountPlan(ws, False, data_path, bool(data_ro), models_path, bool(models_ro))
+    workspace_path = default_workspace(settings, actor, name)
+    _no_comma(workspace_path, "workspace")
     return MountPlan(
-        default_workspace(settings, actor, name),
+        workspace_path,
         True,
         data_path,
         bool(data_ro),

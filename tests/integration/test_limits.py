@@ -187,3 +187,50 @@ def test_aggregate_memory_caps_all_containers_together(ds01_env, alice: Actor, e
         second = _exec_code(ctx, alice, "agg1", "python3", "-c", HOG.format(mb=120))
         first = holder.result(timeout=60)
     assert 137 in (first, second), (first, second)
+
+
+LDAP_USER = "ds01t-x.y@students.example.org"
+
+
+@pytest.fixture
+def ldap_user(linux_users: dict[str, Actor]) -> Actor:
+    """An LDAP-style account (dots and an @domain), as SSSD hands them out."""
+    import pwd
+    import subprocess
+
+    from ds01.adapters.identity import actor_for_user
+
+    try:
+        pwd.getpwnam(LDAP_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--create-home", "--groups", "docker,ds01t-students", LDAP_USER],
+            check=True,
+            capture_output=True,
+        )
+    return actor_for_user(LDAP_USER)
+
+
+def test_an_ldap_user_gets_a_valid_slice_and_a_working_account(
+    ds01_env, ldap_user: Actor, docker_inspect: InspectFn
+) -> None:
+    policy = json.loads(json.dumps(POLICY))
+    policy["groups"]["ds01t-students"]["aggregate"] = {"memory": "2g"}
+    ds01_env.write_limits(policy)
+    ctx = ds01_env.context(ldap_user)
+    result = CreateService(ctx).create(
+        ldap_user, CreateRequest(name="thesis", framework="pytorch", cpu_only=True)
+    )
+    parent = docker_inspect(result.container)["HostConfig"]["CgroupParent"]
+    assert parent == cgroup_parent("ds01t-students", LDAP_USER, ds01_env.engine.cgroup_driver())
+    assert "@" not in parent and "." in parent.rsplit("/", 1)[-1]  # escaped, with a hash
+    out: list[bytes] = []
+    code = ContainerService(ctx).exec(
+        ldap_user,
+        "thesis",
+        ["sh", "-c", "id -u; whoami; echo $HOME; sudo -n true && echo ok"],
+        on_output=lambda o, e: out.extend(x for x in (o, e) if x),
+    )
+    uid, name, home, ok = b"".join(out).decode().split()
+    assert (code, uid, ok) == (0, str(ldap_user.uid), "ok")
+    assert name == "ds01t-x_y" and home == "/home/ds01t-x_y"  # a safe name inside

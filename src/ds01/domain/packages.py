@@ -19,24 +19,48 @@ Duplicates across tiers are removed by PEP 503 normalised name; the rule is in
 be a PEP 508 requirement written with a small, shell-inert alphabet (no quotes, ``$``,
 backticks, backslashes, newlines, ``;``, ``|``, ``&``, URLs or pip options); an apt entry must
 be a Debian package name, optionally ``=version``.
+
+A refusal names each offending entry by where it came from (the flag, or the requirements
+file and line number) and a short :func:`excerpt` of it, never the whole entry: a
+requirements file may be one the user can read but should not paste into an error, the
+event log or a ``--json`` object. Reasons and the list of offenders are bounded too.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from types import MappingProxyType
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from ds01.domain.package_specs import (
+    APT_HINT,
+    EXCERPT_CHARS,
+    MAX_LISTED,
+    PIP_HINT,
+    AptSpec,
+    PipSpec,
+    apt_spec,
+    collect_apt,
+    collect_pip,
+    collect_requirements,
+    excerpt,
+    parse_apt_specs,
+    parse_pip_specs,
+    parse_requirements,
+    pip_spec,
+    plain_excerpt,
+    refuse_entries,
+    split_package_list,
+)
 from ds01.errors import UsageError
 
 __all__ = [
     "DATA_SCIENCE_PACKAGES",
+    "EXCERPT_CHARS",
     "JUPYTER_PACKAGES",
     "SYSTEM_APT_PACKAGES",
     "USE_CASE_PACKAGES",
@@ -49,6 +73,7 @@ __all__ = [
     "Tier",
     "TierName",
     "UseCase",
+    "excerpt",
     "parse_apt_specs",
     "parse_pip_specs",
     "parse_requirements",
@@ -117,269 +142,6 @@ SYSTEM_APT_PACKAGES: tuple[str, ...] = _words(
     "sudo ca-certificates curl wget git less nano htop procps unzip"
 )
 
-_MAX_ENTRY = 200
-# What a pip entry may contain as typed (requirements lines may space out operators), and
-# what its canonical form may contain once packaging has re-rendered it. Neither alphabet
-# holds a character the shell or the Dockerfile parser gives meaning to inside single quotes.
-_PIP_TYPED_CHAR = re.compile(r"[A-Za-z0-9._\-\[\],<>=!~*+() ]")
-_PIP_RENDERED = re.compile(r"[A-Za-z0-9._\-\[\],<>=!~*+]+")
-_APT_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
-_APT_VERSION = re.compile(r"(?:[0-9]+:)?[0-9][A-Za-z0-9.+~-]*")
-
-
-class _Rejected(Exception):
-    """Internal: one entry is unusable; ``args[0]`` says why. Always becomes a UsageError."""
-
-
-@dataclass(frozen=True)
-class PipSpec:
-    """One validated pip requirement. ``text`` is what goes into the Dockerfile."""
-
-    name: str  # PEP 503 normalised
-    text: str  # packaging's canonical rendering, e.g. "numpy<3,>=1.26"
-    extras: tuple[str, ...] = ()
-    specifier: str = ""
-
-    @property
-    def pinned(self) -> bool:
-        """True when a version specifier was given."""
-        return bool(self.specifier)
-
-    def __str__(self) -> str:
-        return self.text
-
-
-@dataclass(frozen=True)
-class AptSpec:
-    """One validated Debian package, optionally with ``=version``."""
-
-    name: str
-    version: str | None = None
-
-    @property
-    def pinned(self) -> bool:
-        return self.version is not None
-
-    @property
-    def text(self) -> str:
-        return self.name if self.version is None else f"{self.name}={self.version}"
-
-    def __str__(self) -> str:
-        return self.text
-
-
-def _bad_chars(text: str, allowed: re.Pattern[str]) -> str:
-    bad = sorted({c for c in text if not allowed.fullmatch(c)})
-    return " ".join(repr(c) for c in bad)
-
-
-def _pip_spec(text: str, *, spaces_allowed: bool = False) -> PipSpec:
-    if not text.strip():
-        raise _Rejected("it is empty")
-    if len(text) > _MAX_ENTRY:
-        raise _Rejected(f"it is longer than {_MAX_ENTRY} characters")
-    stripped = text.strip()
-    if stripped.startswith("-"):
-        raise _Rejected("pip options are not accepted, only package requirements")
-    if "@" in text or "://" in text:
-        raise _Rejected(
-            "direct references ('name @ URL' or a file path) are refused: DS01 installs "
-            "only named packages from the package index"
-        )
-    if ";" in text:
-        raise _Rejected(
-            "environment markers ('; python_version ...') are not supported: the image has "
-            "exactly one Python, so give the version you want instead"
-        )
-    bad = _bad_chars(text, _PIP_TYPED_CHAR)
-    if bad:
-        raise _Rejected(f"it contains characters that can't go on a Dockerfile line: {bad}")
-    if " " in text and not spaces_allowed:
-        raise _Rejected(
-            f"it contains spaces; write it without them, e.g. {stripped.replace(' ', '')!r}"
-        )
-    try:
-        req = Requirement(stripped)
-    except InvalidRequirement as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else "unparseable"
-        raise _Rejected(f"it is not a valid PEP 508 requirement ({reason})") from exc
-    if req.url is not None or req.marker is not None:  # excluded above; kept as a backstop
-        raise _Rejected("URLs and environment markers are refused")
-    rendered = str(req)
-    if not _PIP_RENDERED.fullmatch(rendered):
-        raise _Rejected(f"its canonical form {rendered!r} is not safe to write")
-    return PipSpec(
-        name=canonicalize_name(req.name),
-        text=rendered,
-        extras=tuple(sorted(req.extras)),
-        specifier=str(req.specifier),
-    )
-
-
-def _apt_spec(text: str) -> AptSpec:
-    if not text:
-        raise _Rejected("it is empty")
-    if len(text) > _MAX_ENTRY:
-        raise _Rejected(f"it is longer than {_MAX_ENTRY} characters")
-    name, sep, version = text.partition("=")
-    if not _APT_NAME.fullmatch(name):
-        if name.lower() != name and _APT_NAME.fullmatch(name.lower()):
-            raise _Rejected(f"Debian package names are lower case: {name.lower()!r}")
-        raise _Rejected(
-            "not a Debian package name (lower-case letters, digits, '+', '-', '.'; at least "
-            "two characters; no ':arch' or '/release' suffix)"
-        )
-    if not sep:
-        return AptSpec(name=name)
-    if not _APT_VERSION.fullmatch(version):
-        raise _Rejected(
-            f"{version!r} is not a Debian version ([epoch:]upstream[-revision], starting "
-            "with a digit)"
-        )
-    return AptSpec(name=name, version=version)
-
-
-def _shown(entry: str) -> str:
-    return repr(entry if len(entry) <= 80 else entry[:77] + "...")
-
-
-def _refuse(what: str, problems: Sequence[tuple[str, str]], hint: str) -> NoReturn:
-    listed = "\n".join(f"  {entry}: {reason}" for entry, reason in problems[:20])
-    more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-    raise UsageError(
-        f"{what}; nothing was written or built:\n{listed}{more}",
-        hint=hint,
-        code="invalid_package",
-        details={"invalid": [{"entry": e, "reason": r} for e, r in problems]},
-    )
-
-
-_PIP_HINT = (
-    "Give each package as a PEP 508 requirement without spaces, e.g. 'pandas' or "
-    "'numpy>=1.26,<3'; separate packages with spaces."
-)
-_APT_HINT = "Give Debian package names such as 'ffmpeg' or 'libsndfile1=1.2.0-1'."
-
-
-def split_package_list(value: str) -> list[str]:
-    """Split a ``--pip "a b"`` / ``--apt "a b"`` value into entries.
-
-    Only spaces and tabs separate entries: a newline (or any other character) stays inside
-    its entry, so ``'x\\nRUN curl evil | sh'`` reaches validation whole and is refused.
-    """
-    return [word for word in re.split(r"[ \t]+", value) if word]
-
-
-def _collect_pip(
-    items: Iterable[str], source: str, problems: list[tuple[str, str]]
-) -> list[PipSpec]:
-    specs: list[PipSpec] = []
-    for item in items:
-        try:
-            specs.append(_pip_spec(item))
-        except _Rejected as exc:
-            problems.append((f"{source} {_shown(item)}", str(exc)))
-    return specs
-
-
-def _collect_apt(
-    items: Iterable[str], source: str, problems: list[tuple[str, str]]
-) -> list[AptSpec]:
-    specs: list[AptSpec] = []
-    for item in items:
-        try:
-            specs.append(_apt_spec(item))
-        except _Rejected as exc:
-            problems.append((f"{source} {_shown(item)}", str(exc)))
-    return specs
-
-
-def parse_pip_specs(items: Iterable[str], *, source: str = "--pip") -> tuple[PipSpec, ...]:
-    """Validate pip entries (one requirement each); refuse all offenders at once (exit 2)."""
-    problems: list[tuple[str, str]] = []
-    specs = _collect_pip(items, source, problems)
-    if problems:
-        _refuse("Some pip packages can't be used", problems, _PIP_HINT)
-    return tuple(specs)
-
-
-def parse_apt_specs(items: Iterable[str], *, source: str = "--apt") -> tuple[AptSpec, ...]:
-    """Validate apt entries (``name`` or ``name=version``); refuse all offenders (exit 2)."""
-    problems: list[tuple[str, str]] = []
-    specs = _collect_apt(items, source, problems)
-    if problems:
-        _refuse("Some apt packages can't be used", problems, _APT_HINT)
-    return tuple(specs)
-
-
-_OPTION_ADVICE = (
-    ("-r", "nested requirement files are not followed: paste that file's lines here"),
-    ("--requirement", "nested requirement files are not followed: paste that file's lines here"),
-    ("-c", "constraint files are not supported: pin the versions in this file instead"),
-    ("--constraint", "constraint files are not supported: pin the versions here instead"),
-    ("-e", "editable installs need your source tree: install it inside the container"),
-    ("--editable", "editable installs need your source tree: install it inside the container"),
-    ("-i", "index options are set by the administrator (build.pip_index_url)"),
-    ("--index-url", "index options are set by the administrator (build.pip_index_url)"),
-    ("--extra-index-url", "index options are set by the administrator (build.pip_index_url)"),
-)
-
-
-def _requirement_line(line: str) -> PipSpec:
-    if line.endswith("\\"):
-        raise _Rejected(
-            "line continuations are not supported; put each requirement on one line "
-            "(pip-compile: use --no-generate-hashes)"
-        )
-    if line.startswith("-"):
-        option = re.split(r"[ =]", line, maxsplit=1)[0]
-        advice = dict(_OPTION_ADVICE).get(option, "pip options are not applied by DS01")
-        raise _Rejected(f"option line {option!r} refused: {advice}")
-    if re.search(r"\s--?[A-Za-z]", line):
-        raise _Rejected("per-requirement options (such as --hash) are not supported")
-    if "@" in line and "file:" in line:
-        raise _Rejected(
-            "a direct reference to a local file (typical of 'pip freeze' in a conda "
-            "environment); export with 'pip list --format=freeze' instead"
-        )
-    return _pip_spec(line, spaces_allowed=True)
-
-
-def _collect_requirements(
-    text: str, filename: str, problems: list[tuple[str, str]]
-) -> list[PipSpec]:
-    specs: list[PipSpec] = []
-    for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
-        line = re.sub(r"(^|\s)#.*$", "", raw).strip()
-        if not line:
-            continue
-        try:
-            specs.append(_requirement_line(line))
-        except _Rejected as exc:
-            problems.append((f"{filename}:{number} {_shown(raw)}", str(exc)))
-    return specs
-
-
-_REQUIREMENTS_HINT = (
-    "Keep one requirement per line, such as 'pandas>=2' or 'torch==2.5.1'; remove option "
-    "lines, URLs and environment markers."
-)
-
-
-def parse_requirements(text: str, *, filename: str = "requirements.txt") -> tuple[PipSpec, ...]:
-    """Parse a requirements file's contents: one requirement per line.
-
-    Blank lines and comments (``#`` at the start or after whitespace) are skipped. Option
-    lines (``-r``, ``-e``, ``--index-url``, ...) are **refused**, not dropped: a user who
-    wrote them expects them to apply, and silently ignoring them builds something else.
-    Every offending line is reported with its number (exit 2).
-    """
-    problems: list[tuple[str, str]] = []
-    specs = _collect_requirements(text, filename, problems)
-    if problems:
-        _refuse(f"{filename} has lines DS01 can't use", problems, _REQUIREMENTS_HINT)
-    return tuple(specs)
-
 
 def parse_use_case(value: str) -> UseCase:
     """``--type`` value to :class:`UseCase`; anything else exits 2 listing the choices."""
@@ -439,10 +201,10 @@ class CustomTier:
         """This tier plus validated entries; a package already here is replaced in place
         (so ``--add-pip pandas==2.2`` re-pins it), a new one is appended."""
         problems: list[tuple[str, str]] = []
-        new_pip = _collect_pip(pip, "--add-pip", problems)
-        new_apt = _collect_apt(apt, "--add-apt", problems)
+        new_pip = collect_pip(pip, "--add-pip", problems)
+        new_apt = collect_apt(apt, "--add-apt", problems)
         if problems:
-            _refuse("Some packages can't be added", problems, _PIP_HINT + " " + _APT_HINT)
+            refuse_entries("Some packages can't be added", problems, PIP_HINT + " " + APT_HINT)
         return CustomTier(pip=_merge(self.pip, new_pip), apt=_merge(self.apt, new_apt))
 
     def removed(self, names: Iterable[str]) -> CustomTier:
@@ -457,8 +219,11 @@ class CustomTier:
         apt_have = {s.name for s in self.apt}
         missing = [n for n in wanted if canonicalize_name(n) not in pip_have and n not in apt_have]
         if missing:
+            shown = ", ".join(excerpt(n) for n in missing[:MAX_LISTED])
+            left = len(missing) - MAX_LISTED
             raise UsageError(
-                "Not in this image's custom tier: " + ", ".join(_shown(n) for n in missing),
+                f"Not in this image's custom tier: {shown}"
+                + (f" and {left} more" if left > 0 else ""),
                 hint="--remove takes packages added with --pip/--apt/--add-pip/--add-apt. "
                 "To drop a base or use-case package, create the image again without it.",
                 code="not_in_custom_tier",
@@ -529,7 +294,8 @@ def _dedupe(tiers: Sequence[Tier]) -> PackagePlan:
             if not asks_more:
                 duplicates.append(Duplicate(spec.text, tier.name, where))
             elif where == tier.name:
-                conflicts.append((f"{first.text} and {spec.text}", f"both in the {where} tier"))
+                pair = f"{plain_excerpt(first.text)} and {plain_excerpt(spec.text)}"
+                conflicts.append((pair, f"both in the {where} tier"))
             else:
                 overrides.append(Override(spec.text, tier.name, where))
                 seen_pip[spec.name] = (tier.name, spec)
@@ -543,14 +309,15 @@ def _dedupe(tiers: Sequence[Tier]) -> PackagePlan:
             elif not apt.pinned or apt.version == earlier_apt[1].version:
                 duplicates.append(Duplicate(apt.text, tier.name, earlier_apt[0]))
             elif earlier_apt[0] == tier.name:
-                conflicts.append((f"{earlier_apt[1].text} and {apt.text}", "both in one tier"))
+                pair = f"{plain_excerpt(earlier_apt[1].text)} and {plain_excerpt(apt.text)}"
+                conflicts.append((pair, "both in one tier"))
             else:
                 overrides.append(Override(apt.text, tier.name, earlier_apt[0]))
                 seen_apt[apt.name] = (tier.name, apt)
                 kept_apt.append(apt)
         out.append(replace(tier, pip=tuple(kept_pip), apt=tuple(kept_apt)))
     if conflicts:
-        _refuse(
+        refuse_entries(
             "Some packages are named twice with different versions",
             conflicts,
             "Name each package once per tier.",
@@ -559,7 +326,7 @@ def _dedupe(tiers: Sequence[Tier]) -> PackagePlan:
 
 
 def _fixed(names: Iterable[str]) -> tuple[PipSpec, ...]:
-    return tuple(_pip_spec(n) for n in names)
+    return tuple(pip_spec(n) for n in names)
 
 
 def plan_packages(
@@ -598,17 +365,17 @@ def plan_packages(
             code="conflicting_flags",
         )
     problems: list[tuple[str, str]] = []
-    custom_pip = _collect_pip(pip, "--pip", problems)
-    custom_apt = _collect_apt(apt, "--apt", problems)
+    custom_pip = collect_pip(pip, "--pip", problems)
+    custom_apt = collect_apt(apt, "--apt", problems)
     required: list[PipSpec] = []
     if requirements is not None:
-        required = _collect_requirements(requirements, requirements_name, problems)
+        required = collect_requirements(requirements, requirements_name, problems)
     if problems:
-        _refuse("Some packages can't be used", problems, _PIP_HINT + " " + _APT_HINT)
+        refuse_entries("Some packages can't be used", problems, PIP_HINT + " " + APT_HINT)
 
     tiers: list[Tier] = []
     if system_tools:
-        system_apt = tuple(_apt_spec(n) for n in SYSTEM_APT_PACKAGES)
+        system_apt = tuple(apt_spec(n) for n in SYSTEM_APT_PACKAGES)
         tiers.append(Tier(TierName.SYSTEM, ("system",), apt=system_apt))
     if requirements is not None:
         tiers.append(Tier(TierName.REQUIREMENTS, ("requirements",), pip=tuple(required)))

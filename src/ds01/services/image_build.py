@@ -48,6 +48,7 @@ from ds01.adapters.docker_build import (
 from ds01.adapters.user_fs import open_real_dir as walk_real_directory
 from ds01.adapters.user_fs import read_user_file, readable_by, resolve_user_path
 from ds01.domain.dockerfile import BuildNetwork
+from ds01.domain.dockerfile_edit import images_referenced
 from ds01.domain.labels import ImageLabels, L
 from ds01.domain.naming import docker_safe_component
 from ds01.errors import BuildError, ConfigError, EngineError, RefusedError, UsageError
@@ -68,7 +69,6 @@ __all__ = [
     "ProgressFn",
     "ProjectFiles",
     "image_owner",
-    "images_referenced",
 ]
 
 #: Where the configured CA certificates sit in a build context (BuildNetwork names).
@@ -80,8 +80,6 @@ _MAX_TEXT_BYTES = 1024 * 1024
 _STEP_HEADER = re.compile(r"Step \d+/\d+ : ")  # shown as the step itself, not as output
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_FROM = re.compile(r"\s*FROM\s+(.*)", re.IGNORECASE)
-_FROM_FLAG = re.compile(r"--from=(\S+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -145,34 +143,6 @@ def image_owner(info: ImageInfo) -> str:
     """The user an image was built for by DS01 (its maintainer label); ``""`` if none."""
     labels = ImageLabels.decode(info.labels)
     return labels.maintainer if labels is not None else info.labels.get(L.MAINTAINER, "")
-
-
-def images_referenced(text: str) -> list[str]:
-    """The images a Dockerfile builds on or copies from (``FROM``, ``--from=``), in order.
-
-    Stage names, stage numbers and references that depend on an ``ARG`` are left out:
-    those are not images the engine has under that name.
-    """
-    stages: set[str] = set()
-    found: list[str] = []
-
-    def add(ref: str) -> None:
-        named = ref.lower() in stages or ref.isdigit() or "$" in ref
-        if not named and ref not in found:
-            found.append(ref)
-
-    for line in text.splitlines():
-        match = _FROM.fullmatch(line)
-        if match is not None:
-            words = [w for w in match.group(1).split() if not w.startswith("--")]
-            if words:
-                add(words[0])
-                if len(words) >= 3 and words[1].lower() == "as":
-                    stages.add(words[2].lower())
-            continue
-        for ref in _FROM_FLAG.findall(line):
-            add(ref)
-    return found
 
 
 class ImageBuilder:

@@ -1,4 +1,4 @@
-"""Custom images (issue 5): create, update, list and delete a user's project images.
+"""Custom images (issue 5): create, update and list a user's project images.
 
 The project's Dockerfile, ``~/workspace/NAME/Dockerfile``, is the source of truth: it is
 exactly what gets built, the user may read and edit it, and ``image update`` edits only
@@ -12,12 +12,13 @@ project) are set by the engine at build time, so an edited Dockerfile cannot mak
 look like someone else's. Those labels, not the name, decide whose an image is: two users'
 projects can share a name (``a-b`` of ``c``, ``a`` of ``b-c``), and DS01 never builds over,
 lists, builds on or deletes an image whose labels name another user.
+
+Building itself is :mod:`ds01.services.image_build`; deleting is
+:mod:`ds01.services.image_delete`, reached through :meth:`ImageService.delete`.
 """
 
 from __future__ import annotations
 
-import re
-import stat
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ from ds01.domain.packages import (
     plan_packages,
     split_package_list,
 )
-from ds01.errors import DS01Error, EngineError, NotFoundError, RefusedError, UsageError
+from ds01.errors import DS01Error, NotFoundError, RefusedError, UsageError
 from ds01.services.audit import audited
 from ds01.services.image_build import (
     BuildPlan,
@@ -51,14 +52,13 @@ from ds01.services.image_build import (
     ImageBuilder,
     ProgressFn,
     ProjectFiles,
-    image_owner,
 )
+from ds01.services.image_delete import DeleteResult, ImageDeleter
 from ds01.services.mounts import CreatedDirs
 
 if TYPE_CHECKING:
     from ds01.adapters.docker_build import ContextFile
     from ds01.domain.actor import Actor
-    from ds01.domain.containers import ContainerInfo
     from ds01.domain.dockerfile import BuildNetwork
     from ds01.services.context import AppContext
 
@@ -75,11 +75,6 @@ __all__ = [
 DEFAULT_FRAMEWORK = "Pytorch"
 #: Last line of a wrapped Dockerfile whose build context is not the project directory.
 CONTEXT_COMMENT = "# ds01 build context: "
-#: How much of a refused requirements line an error shows: enough to find the line, too
-#: little to turn the error into a way of reading a file.
-EXCERPT_CHARS = 40
-# A quoted literal inside a refusal reason (repr of part of the line); "can't" is not one.
-_QUOTED = re.compile(r"""(?<![A-Za-z0-9])('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")(?![A-Za-z0-9])""")
 
 
 def _listed_fields(fields: dict[str, Any]) -> dict[str, Any]:
@@ -166,24 +161,6 @@ class ImageView:
 
 
 @dataclass(frozen=True)
-class DeleteResult:
-    """What ``image delete`` removed, and the Dockerfile it kept."""
-
-    name: str
-    image: str
-    image_id: str
-    removed_containers: tuple[str, ...]
-    stopped_containers: tuple[str, ...]
-    dockerfile: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = _listed_fields(asdict(self))
-        out["id"] = out.pop("image_id")
-        out["dockerfile_kept"] = out.pop("dockerfile")
-        return out
-
-
-@dataclass(frozen=True)
 class _Draft:
     """A validated ``image create``: the text to write and how to build it."""
 
@@ -219,46 +196,6 @@ def _plan_notes(plan: PackagePlan) -> list[str]:
 
 def _entries(values: Sequence[str]) -> list[str]:
     return [entry for value in values for entry in split_package_list(value)]
-
-
-def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
-    """The first ``limit`` printable characters of ``text`` (``…`` when cut)."""
-    printable = "".join(c for c in text if c.isprintable())
-    return printable if len(printable) <= limit else printable[:limit] + "…"
-
-
-def _short_reason(reason: str) -> str:
-    def cut(match: re.Match[str]) -> str:
-        quoted = match.group(0)  # already escaped (a repr): cut inside the quotes only
-        return quoted[0] + excerpt(quoted[1:-1]) + quoted[-1]
-
-    shortened = _QUOTED.sub(cut, reason)
-    return excerpt(shortened, 160)
-
-
-def _requirements_refusal(exc: UsageError, text: str, filename: str) -> UsageError:
-    """The domain's refusal with each requirements line shown as its number and a short,
-    printable excerpt: the file may be one the user can read but should not paste whole
-    into an error (and a JSON error, or the event log, keeps every entry)."""
-    lines = text.removeprefix("\ufeff").splitlines()
-    line_entry = re.compile(re.escape(filename) + r":(\d+) ")
-    invalid: list[dict[str, str]] = []
-    for item in exc.details.get("invalid", []):
-        entry, reason = str(item.get("entry", "")), _short_reason(str(item.get("reason", "")))
-        match = line_entry.match(entry)
-        if match is not None:
-            number = int(match.group(1))
-            raw = lines[number - 1] if 0 < number <= len(lines) else ""
-            entry = f"{excerpt(filename)}:{number} {excerpt(raw.strip())!r}"
-        elif not entry.startswith(("--pip ", "--apt ")):  # typed by the user: kept
-            entry = excerpt(entry, 2 * EXCERPT_CHARS)  # e.g. two requirements in conflict
-        invalid.append({"entry": entry, "reason": reason})
-    head = exc.message.split("\n", 1)[0]
-    listed = "\n".join(f"  {i['entry']}: {i['reason']}" for i in invalid[:20])
-    more = f"\n  ... and {len(invalid) - 20} more" if len(invalid) > 20 else ""
-    return UsageError(
-        f"{head}\n{listed}{more}", hint=exc.hint, code=exc.code, details={"invalid": invalid}
-    )
 
 
 class ImageService:
@@ -316,21 +253,16 @@ class ImageService:
         use_case = parse_use_case(req.use_case) if req.use_case else UseCase.NONE
         # Your own Dockerfile decides its packages: tier 2 only when asked for.
         tier2_default = own_text is None
-        try:
-            plan = plan_packages(
-                use_case=use_case,
-                jupyter=tier2_default if req.jupyter is None else req.jupyter,
-                datascience=tier2_default if req.datascience is None else req.datascience,
-                pip=_entries(req.pip),
-                apt=_entries(req.apt),
-                requirements=requirements,
-                requirements_name=requirements_name,
-            )
-        except UsageError as exc:
-            if requirements is None or exc.code != "invalid_package":
-                raise
-            # Not chained: the original message quotes up to 80 characters of each line.
-            raise _requirements_refusal(exc, requirements, requirements_name) from None
+        # A refused requirements line is shown by its number and a short excerpt only.
+        plan = plan_packages(
+            use_case=use_case,
+            jupyter=tier2_default if req.jupyter is None else req.jupyter,
+            datascience=tier2_default if req.datascience is None else req.datascience,
+            pip=_entries(req.pip),
+            apt=_entries(req.apt),
+            requirements=requirements,
+            requirements_name=requirements_name,
+        )
         if own_text is not None:
             base = dockerfile_base_image(own_text) or "unknown"
             framework = "custom"
@@ -581,153 +513,9 @@ class ImageService:
 
     def delete(self, actor: Actor, name: str, *, force: bool = False) -> DeleteResult:
         """Remove the project's image; its containers too with ``force``, else refuse.
-
-        Only an image DS01 built for this user (its maintainer label, not its name) is
-        removed. Everything that could stop the removal is checked before any container
-        goes: another tag on the image, images built on it (a base is never removed),
-        containers of other users. The Dockerfile stays, so ``image update NAME`` builds
-        the image again.
-        """
-        from ds01.adapters.docker_build import containers_using, images_built_on
-
-        require_non_root(actor)
-        validate_name(name, what="project name")
-        image = project_image_name(name, actor.name)
-        # Refusals are recorded too: who tried to delete what, and why it was refused.
-        with audited(self.ctx, actor, "image.delete", image) as audit:
-            engine = self.ctx.engine
-            info = engine.image(image)
-            if info is None:
-                raise NotFoundError(
-                    f"You have no image for the project {name!r} ({image}).",
-                    hint="See your images with 'ds01 image list'.",
-                    code="unknown_image",
-                )
-            owner = image_owner(info)
-            if ImageLabels.decode(info.labels) is None or not owner:
-                raise RefusedError(
-                    f"{image} was not built by DS01, so DS01 does not delete it.",
-                    hint="Remove it with Docker if it is yours.",
-                    code="not_ds01_image",
-                )
-            if owner != actor.name:
-                # The name is yours, the image is not: another user's project met yours.
-                raise RefusedError(
-                    f"{image} belongs to {owner}, not you; DS01 does not delete it.",
-                    hint="Image names join project and user names; this one is another "
-                    "user's project.",
-                    code="not_owner",
-                )
-            other_tags = [t for t in info.tags if t != image]
-            if other_tags:
-                raise RefusedError(
-                    f"{image} is also tagged {', '.join(other_tags)}; removing the name would "
-                    "not remove the image, and nothing was removed.",
-                    hint="Remove the other tags first ('docker rmi TAG'), if they are yours.",
-                    code="image_has_other_tags",
-                )
-            if images_built_on(engine, info.id):
-                raise RefusedError(
-                    f"Other images are built on {image}; DS01 does not remove a base image, "
-                    "and nothing was removed.",
-                    hint="Delete the images built on it first (see 'ds01 image list').",
-                    code="image_is_base",
-                )
-            users = containers_using(engine, info.id)
-            others = [c for c in users if not actor.may_manage(c.owner, c.owner_uid)]
-            if others:
-                raise RefusedError(
-                    f"{image} is used by containers that are not yours: {_listed(others)}.",
-                    hint="Ask their owners (or an admin) to remove them first.",
-                    code="image_in_use",
-                )
-            if users and not force:
-                raise UsageError(
-                    f"{image} is used by your containers {_listed(users)}; nothing was removed.",
-                    hint=f"Remove them first ('ds01 container remove NAME'), or run 'ds01 image "
-                    f"delete {name} --force' to stop and remove them together with the image.",
-                    code="image_in_use",
-                )
-            removed: list[str] = []
-            try:
-                self._remove_containers(actor, users, removed)
-                engine.remove_image(image)
-            except DS01Error as exc:
-                audit.add(id=info.id, removed_containers=removed)
-                if not users:
-                    raise  # nothing else was done: the engine's own error says it all
-                raise _partial_delete(name, image, users, removed, exc) from exc
-            audit.add(id=info.id, removed_containers=removed)
-        dockerfile = self.files.project_path(actor, name) / "Dockerfile"
-        return DeleteResult(
-            name=name,
-            image=image,
-            image_id=info.id,
-            removed_containers=tuple(removed),
-            stopped_containers=tuple(c.tag for c in users if c.state.is_active),
-            dockerfile=str(dockerfile) if _is_plain_file(dockerfile) else None,
-        )
-
-    def _remove_containers(
-        self, actor: Actor, containers: Sequence[ContainerInfo], removed: list[str]
-    ) -> None:
-        """Stop and remove ``containers``, adding each to ``removed`` once it is gone."""
-        from ds01.services.containers import ContainerService
-
-        service = ContainerService(self.ctx)
-        engine = self.ctx.engine
-        for info in containers:
-            if info.decoded is None and split_tag(info.tag)[1] is None:
-                # Not an AIME/DS01 container (only an admin gets here): plain Docker.
-                engine.remove(info.id, force=True)
-            else:
-                if info.state.is_active:
-                    service.stop(actor, info.tag)
-                service.remove(actor, info.tag)
-            removed.append(info.tag)
-
-
-def _partial_delete(
-    name: str,
-    image: str,
-    containers: Sequence[ContainerInfo],
-    removed: Sequence[str],
-    exc: DS01Error,
-) -> EngineError:
-    """What a delete that failed half-way did, precisely. The checks before it passed, so
-    this is the engine failing, or something changing, in the middle."""
-    pending = [c.tag for c in containers if c.tag not in removed]
-    if pending:
-        failed = f"removing the container {pending[0]} failed: {exc.message}"
-        left = f"{image} and the containers {', '.join(pending)} are still there"
-    else:
-        failed = f"the image {image} could not be removed: {exc.message}"
-        left = f"{image} is still there"
-    if removed:
-        failed = f"Removed the containers {', '.join(removed)}, but then {failed}"
-    return EngineError(
-        f"{failed[0].upper()}{failed[1:]}. {left}.",
-        hint=f"Fix the cause, then run 'ds01 image delete {name} --force' again.",
-        code="delete_incomplete",
-        details={
-            "image": image,
-            "removed_containers": list(removed),
-            "remaining_containers": pending,
-            "cause": exc.code,
-        },
-    )
-
-
-def _is_plain_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(path.lstat().st_mode)
-    except OSError:
-        return False  # gone or unreachable: not kept, as far as the user can tell
+        See :meth:`ds01.services.image_delete.ImageDeleter.delete`."""
+        return ImageDeleter(self.ctx).delete(actor, name, force=force)
 
 
 def _is_context_line(line: str) -> bool:
     return line.startswith(CONTEXT_COMMENT.rstrip())
-
-
-def _listed(containers: Sequence[ContainerInfo]) -> str:
-    return ", ".join(f"{c.tag} ({c.state.value})" for c in containers)

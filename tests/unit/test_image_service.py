@@ -25,7 +25,8 @@ from ds01.adapters.docker_engine import DockerEngine
 from ds01.adapters.user_fs import readable_by
 from ds01.config.settings import BuildSettings, GpuSettings, Settings
 from ds01.domain.actor import Actor
-from ds01.domain.dockerfile import CUSTOM_BEGIN, CUSTOM_END, USER_BLOCK_BEGIN
+from ds01.domain.dockerfile import CUSTOM_BEGIN, CUSTOM_END
+from ds01.domain.dockerfile_edit import USER_BLOCK_BEGIN
 from ds01.domain.naming import project_image_name
 from ds01.domain.packages import EXCERPT_CHARS
 from ds01.errors import ConfigError, EngineError, UsageError

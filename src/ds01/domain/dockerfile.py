@@ -34,11 +34,9 @@ Wrapping a user's own Dockerfile and editing the custom tier of a written one li
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ds01.domain.labels import LIST_SEPARATOR, ImageLabels, L
@@ -47,32 +45,15 @@ from ds01.domain.packages import AptSpec, CustomTier, PackagePlan, PipSpec, Tier
 from ds01.domain.user_setup import account_name
 from ds01.errors import UsageError
 
-if TYPE_CHECKING:
-    # Re-exported (see __all__ and __getattr__ at the end of this module).
-    from ds01.domain.dockerfile_edit import (
-        USER_BLOCK_BEGIN,
-        USER_BLOCK_END,
-        dockerfile_base_image,
-        read_custom_tier,
-        replace_custom_tier,
-        wrap_user_dockerfile,
-    )
-
 __all__ = [
     "CA_BUNDLE",
     "CUSTOM_BEGIN",
     "CUSTOM_END",
-    "USER_BLOCK_BEGIN",
-    "USER_BLOCK_END",
     "BuildNetwork",
     "ImageSpec",
     "ImageUser",
     "account_name",
-    "dockerfile_base_image",
-    "read_custom_tier",
     "render_dockerfile",
-    "replace_custom_tier",
-    "wrap_user_dockerfile",
 ]
 
 CUSTOM_BEGIN = "# >>> ds01 custom tier >>>"
@@ -538,29 +519,3 @@ def render_dockerfile(spec: ImageSpec) -> str:
             f'{_FINALE}\nWORKDIR /workspace\nUSER {user.uid}:{user.gid}\nCMD ["bash"]',
         ]
     )
-
-
-# ------------------------------------------------------------------ editing, wrapping
-# Editing the custom tier and wrapping a user's Dockerfile live in ds01.domain.dockerfile_edit,
-# which builds on the sections above. Importing its names back here eagerly would be
-# circular (whichever of the two modules loads second would find the other half-built), so
-# they are re-exported lazily: the first `from ds01.domain.dockerfile import
-# read_custom_tier` loads that module.
-
-_EDIT_NAMES = frozenset(
-    {
-        "USER_BLOCK_BEGIN",
-        "USER_BLOCK_END",
-        "dockerfile_base_image",
-        "read_custom_tier",
-        "replace_custom_tier",
-        "wrap_user_dockerfile",
-    }
-)
-
-if not TYPE_CHECKING:  # type checkers see the imports at the top instead
-
-    def __getattr__(name: str) -> object:
-        if name in _EDIT_NAMES:
-            return getattr(importlib.import_module("ds01.domain.dockerfile_edit"), name)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,13 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ds01.adapters.identity import require_non_root
-from ds01.domain.dockerfile import (
+from ds01.domain.dockerfile import ImageSpec, ImageUser, render_dockerfile
+from ds01.domain.dockerfile_edit import (
     USER_BLOCK_BEGIN,
-    ImageSpec,
-    ImageUser,
     dockerfile_base_image,
     read_custom_tier,
-    render_dockerfile,
     replace_custom_tier,
     wrap_user_dockerfile,
 )

@@ -260,7 +260,7 @@ def test_case_6_user_setup_to_a_gpu_shell_with_the_packages(
     info = engine.image(image)
     assert info is not None
     assert info.labels[L.BASE_IMAGE] == STAND_IN
-    assert info.labels[L.IMAGE_TIERS].split(",") == ["framework", "system", "cv", "custom"]
+    assert info.labels[L.IMAGE_TIERS].split(";") == ["framework", "system", "cv", "custom"]
     base = engine.image(STAND_IN)
     assert base is not None
     history = {e["Id"] for e in engine.image_history(image)}

@@ -34,8 +34,12 @@ def _is_admin(uid: int, groups: tuple[str, ...], admin_group: str | None) -> boo
     return uid == 0 or (admin_group is not None and admin_group in groups)
 
 
-def actor_for_user(user: str, *, admin_group: str | None = None) -> Actor:
-    """The Actor for a named (or numeric) Linux account; exit 2 if it does not exist."""
+def actor_for_user(user: str, *, admin_group: str | None = None, with_groups: bool = True) -> Actor:
+    """The Actor for a named (or numeric) Linux account; exit 2 if it does not exist.
+
+    ``with_groups=False`` skips the group lookup (slow with LDAP/SSSD): for read-only
+    views of one's own containers, where only the name and uid matter.
+    """
     try:
         pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
     except KeyError as exc:
@@ -44,7 +48,7 @@ def actor_for_user(user: str, *, admin_group: str | None = None) -> Actor:
             hint="Check the name with 'getent passwd NAME'.",
             code="unknown_user",
         ) from exc
-    groups = user_groups(pw.pw_name, pw.pw_gid)
+    groups = user_groups(pw.pw_name, pw.pw_gid) if with_groups else ()
     return Actor(
         uid=pw.pw_uid,
         gid=pw.pw_gid,
@@ -61,6 +65,7 @@ def resolve_actor(
     admin_group: str | None = None,
     environ: Mapping[str, str] | None = None,
     real_uid: int | None = None,
+    with_groups: bool = True,
 ) -> Actor:
     """The user DS01 acts for.
 
@@ -81,7 +86,7 @@ def resolve_actor(
         # The process has root's power: whoever could sudo is an administrator here.
         caller = replace(caller, is_admin=True)
     else:
-        caller = actor_for_user(str(uid), admin_group=admin_group)
+        caller = actor_for_user(str(uid), admin_group=admin_group, with_groups=with_groups)
     if act_as is not None:
         if not caller.is_admin:
             raise RefusedError(

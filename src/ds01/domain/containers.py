@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 
 from ds01.domain.labels import ContainerLabels
 from ds01.domain.naming import split_tag
@@ -101,8 +102,9 @@ class ContainerInfo:
     labels: Mapping[str, str]
     created: datetime
 
-    @property
+    @cached_property
     def decoded(self) -> ContainerLabels | None:
+        """The labels decoded, once per object (listing paths ask for it many times)."""
         return ContainerLabels.decode(self.labels)
 
     @property

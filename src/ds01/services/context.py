@@ -92,7 +92,7 @@ class AppContext:
             return self.actor
         from ds01.adapters.identity import resolve_actor
 
-        return resolve_actor(admin_group=None, environ=self.environ)
+        return resolve_actor(admin_group=None, environ=self.environ, with_groups=False)
 
     # -- adapters ---------------------------------------------------------------------
 

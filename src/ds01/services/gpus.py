@@ -84,12 +84,13 @@ class GpuService:
     def gpu_containers(self) -> list[ContainerInfo]:
         """Every container that holds GPUs by its labels: DS01's (``GPU_UUIDS``), earlier
         DS01's (``ds01.gpu.uuids``), and AIME's own (``aime.mlc.GPUS``, see below)."""
-        engine = self.ctx.engine
-        found = {c.id: c for c in engine.list_containers([L.GPU_UUIDS])}
-        for key in (LEGACY.GPU_UUIDS, LEGACY.GPU_UUID, L.GPUS):
-            for c in engine.list_containers([key]):
-                found.setdefault(c.id, c)
-        return [c for c in found.values() if c.decoded is not None]
+        # One list call for all of them (label filters would take one call per key).
+        keys = (L.GPU_UUIDS, L.GPUS, LEGACY.GPU_UUIDS, LEGACY.GPU_UUID)
+        return [
+            c
+            for c in self.ctx.engine.list_containers()
+            if any(k in c.labels for k in keys) and c.decoded is not None
+        ]
 
     def _holding(
         self, info: ContainerInfo, finished: datetime | None, inventory: Inventory | None
@@ -131,7 +132,9 @@ class GpuService:
         containers: dict[str, ContainerInfo] = {}
         infos = self.gpu_containers()
         # AIME's containers name no UUIDs: the inventory says what "all" or "2" means.
-        aime_only = any(c.decoded and not c.decoded.gpu_uuids for c in infos)
+        aime_only = any(
+            c.decoded and not c.decoded.gpu_uuids and not c.decoded.ds01_managed for c in infos
+        )
         inventory = self.ctx.inventory.read() if aime_only else None
         for info in infos:
             finished = None

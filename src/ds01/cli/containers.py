@@ -8,6 +8,14 @@ from typing import TYPE_CHECKING
 import typer
 
 from ds01.cli.common import JSON_OPTION, flush_warnings, make_context, require
+from ds01.cli.options import (
+    ARCH_OPTION,
+    CPU_ONLY_OPTION,
+    GPU_PROFILE_OPTION,
+    GPUS_OPTION,
+    KEEP_RUNNING_OPTION,
+    WAIT_OPTION,
+)
 from ds01.errors import EXIT_NO_CAPACITY
 
 if TYPE_CHECKING:
@@ -40,11 +48,11 @@ def create(
     ),
     data: str = typer.Option(None, "-d", "--data", help="Host directory mounted at /data."),
     models: str = typer.Option(None, "-m", "--models", help="Host directory mounted at /models."),
-    arch: str = typer.Option(None, "--arch", help="Catalog architecture (default: from GPU)."),
-    gpus: int = typer.Option(None, "--gpus", min=1, help="Number of whole devices."),
-    gpu_profile: str = typer.Option(None, "--gpu-profile", help="A MIG slice, e.g. 3g.20gb."),
-    cpu_only: bool = typer.Option(False, "--cpu-only", help="No GPU."),
-    wait: bool = typer.Option(False, "--wait", help="Queue the request if no GPU is free."),
+    arch: str = ARCH_OPTION,
+    gpus: int = GPUS_OPTION,
+    gpu_profile: str = GPU_PROFILE_OPTION,
+    cpu_only: bool = CPU_ONLY_OPTION,
+    wait: bool = WAIT_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Create a container from a catalog framework, your project image, or --image."""
@@ -98,9 +106,7 @@ def create(
 def open_(
     ctx: typer.Context,
     name: str = typer.Argument(None, help="Container name."),
-    keep_running: bool = typer.Option(
-        False, "--keep-running", help="Keep the container running after the shell exits."
-    ),
+    keep_running: bool = KEEP_RUNNING_OPTION,
 ) -> None:
     """Open an interactive shell in /workspace (starts the container if needed)."""
     from ds01.services.containers import ContainerService

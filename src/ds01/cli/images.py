@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from ds01.cli.common import JSON_OPTION, flush_warnings, make_context, require
+from ds01.cli.options import APT_OPTION, ARCH_OPTION, PIP_OPTION
 
 if TYPE_CHECKING:
     from ds01.services.image_build import BuildProgress
@@ -135,7 +136,7 @@ def create(
         None, "-f", "--framework", help="Catalog framework for the base (default: pytorch)."
     ),
     version: str = typer.Option(None, "--version", help="Framework version (default: newest)."),
-    arch: str = typer.Option(None, "--arch", help="Catalog architecture (default: from GPU)."),
+    arch: str = ARCH_OPTION,
     base: str = typer.Option(None, "--base", help="Any image as the base instead of the catalog."),
     use_case: str = typer.Option(
         None, "-t", "--type", help="Use-case packages: ml cv nlp rl audio ts llm none (default)."
@@ -148,8 +149,8 @@ def create(
         "--datascience/--no-datascience",
         help="pandas, scipy, scikit-learn, matplotlib, seaborn (default: as --jupyter).",
     ),
-    pip: list[str] = typer.Option(None, "--pip", help='Your pip packages: "pkg pkg>=1.2 ...".'),
-    apt: list[str] = typer.Option(None, "--apt", help='Your Debian packages: "pkg ...".'),
+    pip: list[str] = PIP_OPTION,
+    apt: list[str] = APT_OPTION,
     requirements: str = typer.Option(
         None, "-r", "--requirements", help="A requirements file; replaces the Jupyter/data tiers."
     ),

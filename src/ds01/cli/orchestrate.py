@@ -16,6 +16,14 @@ import typer
 from ds01.cli.common import JSON_OPTION, flush_warnings, interactive, make_context
 from ds01.cli.containers import app
 from ds01.cli.guided import Guide, need
+from ds01.cli.options import (
+    ARCH_OPTION,
+    CPU_ONLY_OPTION,
+    GPU_PROFILE_OPTION,
+    GPUS_OPTION,
+    KEEP_RUNNING_OPTION,
+    WAIT_OPTION,
+)
 from ds01.errors import EXIT_NO_CAPACITY, UsageError
 
 if TYPE_CHECKING:
@@ -106,15 +114,13 @@ def deploy(
     workspace: str = typer.Option(
         None, "-w", "--workspace", help="Host directory mounted at /workspace."
     ),
-    arch: str = typer.Option(None, "--arch", help="Catalog architecture (default: from GPU)."),
-    gpus: int = typer.Option(None, "--gpus", min=1, help="Number of whole devices."),
-    gpu_profile: str = typer.Option(None, "--gpu-profile", help="A MIG slice, e.g. 3g.20gb."),
-    cpu_only: bool = typer.Option(False, "--cpu-only", help="No GPU."),
-    wait: bool = typer.Option(False, "--wait", help="Queue the request if no GPU is free."),
+    arch: str = ARCH_OPTION,
+    gpus: int = GPUS_OPTION,
+    gpu_profile: str = GPU_PROFILE_OPTION,
+    cpu_only: bool = CPU_ONLY_OPTION,
+    wait: bool = WAIT_OPTION,
     rebuild: bool = typer.Option(False, "--rebuild", help="Build the project image again first."),
-    keep_running: bool = typer.Option(
-        False, "--keep-running", help="Keep the container running after the shell exits."
-    ),
+    keep_running: bool = KEEP_RUNNING_OPTION,
     guided: bool = GUIDED_OPTION,
 ) -> None:
     """Image, container and shell in one step.
@@ -211,9 +217,7 @@ def _guide(
 def run(
     ctx: typer.Context,
     name: str = typer.Argument(None, help="Container name."),
-    keep_running: bool = typer.Option(
-        False, "--keep-running", help="Keep the container running after the shell exits."
-    ),
+    keep_running: bool = KEEP_RUNNING_OPTION,
 ) -> None:
     """Start the container if it is stopped, then open a shell in /workspace."""
     from ds01.services.containers import ContainerService

@@ -16,6 +16,16 @@ import typer
 
 from ds01.cli.common import JSON_OPTION, flush_warnings, interactive, make_context
 from ds01.cli.guided import Guide, choose, need
+from ds01.cli.options import (
+    APT_OPTION,
+    ARCH_OPTION,
+    CPU_ONLY_OPTION,
+    GPU_PROFILE_OPTION,
+    GPUS_OPTION,
+    KEEP_RUNNING_OPTION,
+    PIP_OPTION,
+    WAIT_OPTION,
+)
 from ds01.cli.orchestrate import GUIDED_OPTION, project_names, run_deploy
 from ds01.errors import UsageError
 
@@ -207,7 +217,7 @@ def project_init(
         None, "-f", "--framework", help="Catalog framework for the image (default: pytorch)."
     ),
     version: str = typer.Option(None, "--version", help="Framework version (default: newest)."),
-    arch: str = typer.Option(None, "--arch", help="Catalog architecture (default: from GPU)."),
+    arch: str = ARCH_OPTION,
     jupyter: bool = typer.Option(
         None, "--jupyter/--no-jupyter", help="Jupyter in the image (default: yes)."
     ),
@@ -216,8 +226,8 @@ def project_init(
         "--datascience/--no-datascience",
         help="pandas, scipy, scikit-learn, matplotlib, seaborn (default: as --jupyter).",
     ),
-    pip: list[str] = typer.Option(None, "--pip", help='Your pip packages: "pkg pkg>=1.2 ...".'),
-    apt: list[str] = typer.Option(None, "--apt", help='Your Debian packages: "pkg ...".'),
+    pip: list[str] = PIP_OPTION,
+    apt: list[str] = APT_OPTION,
     description: str = typer.Option(None, "--desc", help="One line for the README."),
     no_git: bool = typer.Option(False, "--no-git", help="No git repository."),
     guided: bool = GUIDED_OPTION,
@@ -386,13 +396,11 @@ def project_launch(
         False, "--background", help="Only start the container; do not open a shell."
     ),
     rebuild: bool = typer.Option(False, "--rebuild", help="Build the image again first."),
-    gpus: int = typer.Option(None, "--gpus", min=1, help="Number of whole devices."),
-    gpu_profile: str = typer.Option(None, "--gpu-profile", help="A MIG slice, e.g. 3g.20gb."),
-    cpu_only: bool = typer.Option(False, "--cpu-only", help="No GPU."),
-    wait: bool = typer.Option(False, "--wait", help="Queue the request if no GPU is free."),
-    keep_running: bool = typer.Option(
-        False, "--keep-running", help="Keep the container running after the shell exits."
-    ),
+    gpus: int = GPUS_OPTION,
+    gpu_profile: str = GPU_PROFILE_OPTION,
+    cpu_only: bool = CPU_ONLY_OPTION,
+    wait: bool = WAIT_OPTION,
+    keep_running: bool = KEEP_RUNNING_OPTION,
     guided: bool = GUIDED_OPTION,
 ) -> None:
     """Build the project's image if needed, then deploy it.

@@ -62,7 +62,7 @@ IDLE, BUSY, EXEMPT, KEEP, WAIT = (
     f"{PREFIX}wait",
 )
 USERS = (IDLE, BUSY, EXEMPT, KEEP, WAIT)
-PYTHON = PROJECT_ROOT / ".venv" / "bin" / "python"
+DS01 = PROJECT_ROOT / ".venv" / "bin" / "ds01"
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 
 
@@ -324,25 +324,12 @@ def test_non_admins_are_refused(enf_env: Ds01Env, enf_users: dict[str, Actor]) -
 
 # --------------------------------------------------------------------------- the CLI
 
+
 # Runs the ds01 entry point with this module's commands registered (until main.py
 # registers them itself, after which this only runs main).
-CLI = """
-import sys
-from ds01.cli import main as m
-from ds01.cli.enforce import register
-build = m.build_app
-def patched():
-    app = build()
-    if not any(c.name == "enforce" for c in app.registered_commands):
-        register(app)
-    return app
-m.build_app = patched
-sys.exit(m.main(sys.argv[1:]))
-"""
-
-
 def run_cli(env: Ds01Env, user: str | None, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [str(PYTHON), "-c", CLI, *args]
+    """The installed ``ds01``, as ``user`` (``None``: root, an administrator)."""
+    argv = [str(DS01), *args]
     if user is not None:
         argv = ["runuser", "-u", user, "--", *argv]
     return subprocess.run(

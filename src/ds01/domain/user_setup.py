@@ -145,7 +145,7 @@ def profile() -> str:
 def sudoers(user: ContainerUser) -> str:
     """Passwordless sudo inside the container, as AIME gives it.
 
-    Root inside stays confined by the container: no ``--privileged``, Docker's default
+    Root inside stays confined by the container: no privileged mode, Docker's default
     capabilities and seccomp profile, and only the user's own directories mounted.
     """
     return f"{user.name} ALL=(ALL) NOPASSWD: ALL\n"

@@ -5,15 +5,23 @@ passwd/group/shadow entries and home into it before the first start. AIME's ``ml
 create`` instead runs a setup container (apt-get update + install sudo git, adduser,
 sudoers), ``docker commit``s it to a per-container image, removes it and creates the
 real container from that image. This script reproduces AIME's steps with the docker CLI
-on the same image and measures, side by side:
+on the same image and measures, side by side, each over the same number of rounds
+(min / median / max printed):
 
-* create → first command completed (``id -u`` in the container), median of N rounds;
-* extra disk per container: new images and the bytes they add;
-* ``ds01 container list --json`` wall time (median), the command users type all day.
+* **DS01 through its CLI, as users run it**: ``ds01 container create`` then ``ds01
+  container exec NAME -- id -u``, two processes started as the test user (their uid,
+  gid and groups) — the figure to compare with AIME's CLI steps;
+* DS01 in-process (the service called from this script): the same work without the
+  interpreter start-up and imports of two CLI processes;
+* AIME's steps through the docker CLI, with and without the apt step (so the comparison
+  does not rest on network speed alone);
+* the disk each way adds per container: the container's own writable layer
+  (``SizeRw``) plus the layers of any image made for it (a committed image's size minus
+  its parent's) — never whole image sizes, which count the shared base layers again;
+* ``ds01 container list --json`` wall time, the command users type all day.
 
-AIME's setup step downloads packages; the row "AIME without apt" removes that part, so
-the comparison does not rest on network speed alone. Needs root (it makes a test user)
-and a Docker engine with scripts/hermetic-base.sh run. Prints a table; never asserts.
+Needs root (it makes a test user) and a Docker engine with scripts/hermetic-base.sh
+run. Prints a table; never asserts.
 
     .venv/bin/python benchmarks/create_latency.py [--rounds 5]
 """
@@ -34,6 +42,7 @@ from pathlib import Path
 
 import yaml
 
+from _stats import spread  # benchmarks/ is on sys.path when a script here runs
 from ds01.adapters.identity import actor_for_user
 from ds01.config.loader import load_settings
 from ds01.services.containers import ContainerService
@@ -57,21 +66,21 @@ def ensure_user() -> None:
         sh("useradd", "--create-home", "--groups", "docker", USER)
 
 
-def images() -> set[str]:
-    return set(sh("docker", "images", "-q", "--no-trunc").stdout.split())
-
-
-def image_bytes(ids: set[str]) -> int:
-    total = 0
-    for image_id in ids:
-        total += int(sh("docker", "image", "inspect", "-f", "{{.Size}}", image_id).stdout)
+def own_layer_bytes(container: str, committed: str | None) -> int:
+    """What one container adds on disk: its writable layer, plus the layers of an image
+    made just for it (a committed image's size minus its parent's)."""
+    size_rw = sh("docker", "inspect", "--size", "-f", "{{.SizeRw}}", container).stdout.strip()
+    total = int(size_rw or 0)
+    if committed:
+        image_size = int(sh("docker", "image", "inspect", "-f", "{{.Size}}", committed).stdout)
+        base_size = int(sh("docker", "image", "inspect", "-f", "{{.Size}}", IMAGE).stdout)
+        total += image_size - base_size
     return total
 
 
 def setup_env(tmp: Path) -> Path:
     state = tmp / "state"
     state.mkdir()
-    state.chmod(0o2777)
     config = tmp / "ds01.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -89,6 +98,40 @@ def setup_env(tmp: Path) -> Path:
         path.chmod(0o755 if path.is_dir() else 0o644)
     state.chmod(0o2777)
     return config
+
+
+def as_user(argv: list[str], config: Path) -> subprocess.CompletedProcess[str]:
+    """Run a command as the test user (uid, gid, groups), without a PAM session around it."""
+    pw = pwd.getpwnam(USER)
+    env = {"PATH": "/usr/bin:/bin", "DS01_CONFIG": str(config), "HOME": pw.pw_dir}
+    return subprocess.run(
+        argv,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        user=pw.pw_uid,
+        group=pw.pw_gid,
+        extra_groups=os.getgrouplist(USER, pw.pw_gid),
+        cwd=pw.pw_dir,
+    )
+
+
+def ds01_cli_round(config: Path, n: int) -> tuple[float, str]:
+    """``ds01 container create`` then ``ds01 container exec -- id -u``, as the user types them."""
+    exe = str(ROOT / ".venv" / "bin" / "ds01")
+    name = f"benchcli{n}"
+    start = time.perf_counter()
+    made = as_user(
+        [exe, "container", "create", name, "pytorch", "--arch", "CUDA_ADA", "--cpu-only"], config
+    )
+    if made.returncode != 0:
+        raise SystemExit(f"ds01 container create failed ({made.returncode}): {made.stderr}")
+    ran = as_user([exe, "container", "exec", name, "--", "id", "-u"], config)
+    elapsed = time.perf_counter() - start
+    if ran.returncode != 0:
+        raise SystemExit(f"ds01 container exec failed ({ran.returncode}): {ran.stderr}")
+    return elapsed, f"{name}._.{pwd.getpwnam(USER).pw_uid}"
 
 
 def ds01_round(ctx: AppContext, n: int) -> tuple[float, str]:
@@ -165,24 +208,18 @@ def aime_round(n: int, *, with_apt: bool) -> tuple[float, str, str]:
 def list_json_times(config: Path, rounds: int) -> list[float]:
     """Wall time of the command as the user runs it: their uid, gid and groups, and no
     runuser/PAM session around it (which adds tens of ms DS01 has nothing to do with)."""
-    exe = ROOT / ".venv" / "bin" / "ds01"
-    env = {"PATH": "/usr/bin:/bin", "DS01_CONFIG": str(config), "HOME": f"/home/{USER}"}
-    pw = pwd.getpwnam(USER)
-    groups = os.getgrouplist(USER, pw.pw_gid)
+    exe = str(ROOT / ".venv" / "bin" / "ds01")
     times = []
     for _ in range(rounds):
         start = time.perf_counter()
-        subprocess.run(
-            [str(exe), "container", "list", "--json"],
-            env=env,
-            capture_output=True,
-            check=True,
-            user=pw.pw_uid,
-            group=pw.pw_gid,
-            extra_groups=groups,
-        )
+        result = as_user([exe, "container", "list", "--json"], config)
         times.append(time.perf_counter() - start)
+        if result.returncode != 0:
+            raise SystemExit(f"ds01 container list failed: {result.stderr}")
     return times
+
+
+Row = tuple[str, list[float], list[int]]
 
 
 def main() -> int:
@@ -199,41 +236,36 @@ def main() -> int:
     ctx = AppContext(settings=load_settings(config), actor=actor_for_user(USER))
     made: list[str] = []
     committed: list[str] = []
-    rows = []
+    rows: list[Row] = []
     try:
-        before = images()
-        ds01_times = []
+        times, disk = [], []
+        for n in range(args.rounds):
+            elapsed, tag = ds01_cli_round(config, n)
+            made.append(tag)
+            times.append(elapsed)
+            disk.append(own_layer_bytes(tag, None))
+        rows.append(("DS01 CLI (create + exec)", times, disk))
+
+        times, disk = [], []
         for n in range(args.rounds):
             elapsed, tag = ds01_round(ctx, n)
-            ds01_times.append(elapsed)
             made.append(tag)
-        ds01_new = images() - before
-        rows.append(
-            (
-                "DS01",
-                statistics.median(ds01_times),
-                len(ds01_new) / args.rounds,
-                image_bytes(ds01_new) / args.rounds,
-            )
-        )
+            times.append(elapsed)
+            disk.append(own_layer_bytes(tag, None))
+        rows.append(("DS01 in-process (service)", times, disk))
 
-        for with_apt, label in ((True, "AIME (setup run + commit)"), (False, "AIME without apt")):
-            before = images()
-            times = []
+        for with_apt, label in (
+            (True, "AIME CLI (setup run+commit)"),
+            (False, "AIME CLI without apt"),
+        ):
+            times, disk = [], []
             for n in range(args.rounds):
                 elapsed, tag, image = aime_round(n + (0 if with_apt else 100), with_apt=with_apt)
-                times.append(elapsed)
                 made.append(tag)
                 committed.append(image)
-            new = images() - before
-            rows.append(
-                (
-                    label,
-                    statistics.median(times),
-                    len(new) / args.rounds,
-                    image_bytes(new) / args.rounds,
-                )
-            )
+                times.append(elapsed)
+                disk.append(own_layer_bytes(tag, image))
+            rows.append((label, times, disk))
 
         list_times = list_json_times(config, args.list_rounds)
     finally:
@@ -244,18 +276,15 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(Path(pwd.getpwnam(USER).pw_dir) / "workspace", ignore_errors=True)
 
-    print(f"create -> first command, median of {args.rounds} (image {IMAGE})")
-    print(f"{'way':28} {'median s':>9} {'new images':>11} {'extra MB':>9} {'vs DS01':>8}")
-    base = rows[0][1]
-    for label, median, new_images, extra in rows:
-        print(
-            f"{label:28} {median:9.3f} {new_images:11.1f} {extra / 1e6:9.1f} {median / base:7.1f}x"
-        )
+    print(f"create -> first command, {args.rounds} rounds each (image {IMAGE})")
+    print(f"{'way':30} {'time':44} {'own layers MB (median)':>22} {'vs DS01 CLI':>12}")
+    cli = statistics.median(rows[0][1])
+    for label, times, disk in rows:
+        ratio = statistics.median(times) / cli
+        print(f"{label:30} {spread(times):44} {statistics.median(disk) / 1e6:22.2f} {ratio:11.2f}x")
     print()
     print(
-        f"ds01 container list --json: median {statistics.median(list_times):.3f} s "
-        f"(min {min(list_times):.3f}, max {max(list_times):.3f}, n={len(list_times)}; "
-        "target <= 0.35 s)"
+        f"ds01 container list --json, as the user: {spread(list_times)} (target median <= 0.35 s)"
     )
     print(json.dumps({"rows": rows, "list_json": list_times}))
     return 0

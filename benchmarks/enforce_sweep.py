@@ -11,8 +11,12 @@ Measured in the same run:
 * the first pass (no baseline yet; every container also gets the one-time note that
   MIG instances report no GPU utilization: 200 notices and events);
 * a steady-state pass a few seconds later (the usual minute-by-minute case);
-* the alternative it replaces: one ``docker stats --no-stream`` call per container (what
-  the existing DS01's idle check did), timed on a sample and extrapolated to all.
+* the honest alternative: one batched ``docker stats --no-stream`` call over all the
+  containers (CPU and network for every one of them), timed over the same number of
+  repetitions;
+* for reference, what the existing DS01's idle check did — one ``docker stats`` call per
+  container — timed on a sample and printed as a *projection* (labelled so), not measured
+  over all of them.
 
 Target: the pass under 3 s on the 2-core build machine. Needs root and a Docker engine
 with the hermetic base image; removes everything it creates (by its own label).
@@ -36,6 +40,7 @@ from pathlib import Path
 
 import yaml
 
+from _stats import spread  # benchmarks/ is on sys.path when a script here runs
 from ds01.adapters.docker_engine import DockerEngine
 from ds01.adapters.gpu_file import FileInventory
 from ds01.adapters.identity import actor_for_user
@@ -102,6 +107,20 @@ def one_pass(ctx: AppContext) -> tuple[float, PassReport]:
     start = time.perf_counter()
     report = EnforceService(ctx).run_pass(ctx.actor, owners={OWNER})
     return time.perf_counter() - start, report
+
+
+def docker_stats_batched(ids: list[str], repeats: int) -> list[float]:
+    """One ``docker stats --no-stream`` call for every container at once."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(
+            ["docker", "stats", "--no-stream", "--format", "{{.CPUPerc}} {{.NetIO}}", *ids],
+            check=True,
+            capture_output=True,
+        )
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def docker_stats_seconds(ids: list[str], sample: int) -> list[float]:
@@ -179,6 +198,7 @@ def main() -> int:
             seconds, report = one_pass(context())
             steady.append(seconds)
             time.sleep(1)
+        batched = docker_stats_batched(ids, len(steady))
         stats_times = docker_stats_seconds(ids, args.stats_sample)
     finally:
         removed = remove_ours(engine, run_id)
@@ -190,28 +210,31 @@ def main() -> int:
         for error in report.errors[:5]:
             print("error:", error.container, error.message, file=sys.stderr)
     per_stats = statistics.mean(stats_times)
-    stats_total = per_stats * args.containers
+    projected = per_stats * args.containers
     steady_s = statistics.median(steady)
+    batched_s = statistics.median(batched)
     print(
         f"enforcement pass over {args.containers} running GPU containers "
         f"(30 x H100, 7 MIG slices each; set-up {setup_s:.0f} s, {removed} removed after)"
     )
     print(f"  containers judged: {judged}; with CPU and network measured: {len(sampled)}")
     print(
-        f"  first pass (baseline + {first.counts()['note']} one-time MIG notes): {first_s:6.2f} s"
+        f"  first pass (baseline + {first.counts()['note']} one-time MIG notes): "
+        f"{first_s:.2f} s (n=1)"
     )
     print(
-        f"  steady-state pass (median of {len(steady)}):       {steady_s:6.2f} s   "
+        f"  steady-state pass: {spread(steady)} "
         f"({steady_s / args.containers * 1000:.1f} ms per container)"
     )
+    print(f"  docker stats --no-stream, one batched call for all: {spread(batched)}")
     print(
-        f"  docker stats --no-stream per container: {per_stats:.2f} s each "
-        f"(sample of {len(stats_times)}) -> {stats_total:6.1f} s for {args.containers}"
+        f"  ratio batched docker stats / steady pass: {batched_s / steady_s:.1f}x; "
+        f"target pass < {TARGET_S:g} s: {'met' if max(first_s, steady_s) < TARGET_S else 'NOT met'}"
     )
     print(
-        f"  ratio docker stats / pass: {stats_total / steady_s:.0f}x (steady), "
-        f"{stats_total / first_s:.0f}x (first); target < {TARGET_S:g} s: "
-        f"{'met' if max(first_s, steady_s) < TARGET_S else 'NOT met'}"
+        f"  PROJECTION, not measured: one docker stats call per container (the existing "
+        f"DS01's way): {per_stats:.2f} s each on a sample of {len(stats_times)} "
+        f"-> ~{projected:.0f} s for {args.containers}"
     )
     return 0 if report.ok else 1
 

@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ds01.adapters.clock import FixedClock
 from ds01.adapters.docker_engine import DockerEngine
 from ds01.adapters.identity import actor_for_user
 from ds01.adapters.lifecycle_store import LifecycleStore
@@ -304,8 +305,9 @@ def test_dry_run_decides_but_changes_nothing(
 ) -> None:
     enf_env.write_config(enforcement={"created_timeout": 1})
     never = _create_unstarted(engine, enf_users[IDLE], Path(enf_users[IDLE].home))
-    time.sleep(1.2)
-    ctx = enf_env.context(root_actor())
+    # The pass sees a clock 2 s past now: beyond created_timeout without waiting for it.
+    later = FixedClock(datetime.now(UTC) + timedelta(seconds=2))
+    ctx = enf_env.context(root_actor(), clock=later)
     report = EnforceService(ctx).run_pass(root_actor(), dry_run=True, owners={IDLE})
     (row,) = [c for c in report.containers if c.container == never]
     assert [(a["action"], a["result"]) for a in row.actions] == [("remove", "planned")]
@@ -488,12 +490,22 @@ def test_withdraw_without_exemption_is_not_found(tmp_path: Path) -> None:
     assert withdraw(ctx, root_actor(), "root", [LimitKind.RUNTIME]) == [LimitKind.RUNTIME]
 
 
+class FakeMonotonic:
+    """The clock ``watch`` times a pass by: it moves only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_watch_stops_cleanly_on_sigterm_during_the_sleep() -> None:
-    passes: list[int] = []
+    clock = FakeMonotonic()
     slept: list[float] = []
 
     def run_once() -> None:
-        passes.append(1)
+        clock.now += 0.25  # the pass took a quarter of a second
 
     def sleep(seconds: float) -> None:
         slept.append(seconds)
@@ -501,8 +513,8 @@ def test_watch_stops_cleanly_on_sigterm_during_the_sleep() -> None:
         pytest.fail("the signal should have ended the sleep")
 
     before = signal.getsignal(signal.SIGTERM)
-    assert watch(run_once, interval=60, sleep=sleep) == 1
-    assert len(slept) == 1 and 59 < slept[0] <= 60
+    assert watch(run_once, interval=60, sleep=sleep, monotonic=clock) == 1
+    assert slept == [59.75]  # the interval less the pass, exactly
     assert signal.getsignal(signal.SIGTERM) == before  # handlers restored
 
 
@@ -512,11 +524,34 @@ def test_watch_finishes_the_pass_when_signalled_during_it() -> None:
     def run_once() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
-    assert watch(run_once, interval=60, sleep=slept.append) == 1
+    assert watch(run_once, interval=60, sleep=slept.append, monotonic=FakeMonotonic()) == 1
     assert slept == []  # no sleep after a signal: the loop ends
 
 
 def test_watch_runs_passes_every_interval() -> None:
+    clock = FakeMonotonic()
+    durations = iter([0.5, 1.25, 2.0])
     slept: list[float] = []
-    assert watch(lambda: None, interval=5, sleep=slept.append, max_passes=3) == 3
-    assert len(slept) == 2 and all(4 < s <= 5 for s in slept)
+
+    def run_once() -> None:
+        clock.now += next(durations)
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.now += seconds
+
+    assert watch(run_once, interval=5, sleep=sleep, monotonic=clock, max_passes=3) == 3
+    # Each pause is the interval less that pass's duration; none after the last pass.
+    assert slept == [4.5, 3.75]
+    assert clock.now == 1000.0 + 0.5 + 4.5 + 1.25 + 3.75 + 2.0
+
+
+def test_watch_does_not_sleep_when_a_pass_overran_the_interval() -> None:
+    clock = FakeMonotonic()
+    slept: list[float] = []
+
+    def run_once() -> None:
+        clock.now += 7.0  # longer than the 5 s interval
+
+    assert watch(run_once, interval=5, sleep=slept.append, monotonic=clock, max_passes=2) == 2
+    assert slept == [0.0]  # the next pass starts at once, never a negative sleep

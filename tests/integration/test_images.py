@@ -461,17 +461,16 @@ def test_a_build_past_the_timeout_is_stopped_and_leaves_nothing(
         os.chown(path, alice.uid, alice.gid)
     image_env.write_config(build={"timeout": 5})
     try:
-        started = time.monotonic()
         proc = ds01(image_env, alice, "image", "create", "too-slow", "--dockerfile",
                     str(project / "Dockerfile"), "--json")  # fmt: skip
-        elapsed = time.monotonic() - started
     finally:
         image_env.write_config(build={"timeout": 3600})
     assert proc.returncode == 1, proc.stderr + proc.stdout
     error = as_json(proc)
     assert error["error"] == "build_timeout"
     assert "sleep 120" in error["details"]["instruction"]
-    assert elapsed < 60
+    # The configured timeout stopped it (not the 120 s step finishing): said in the message.
+    assert "took longer than 5 s and was stopped" in error["message"]
     assert engine.image(project_image_name("too-slow", alice.name)) is None
     # Closing the connection cancelled the build; forcerm removes its container.
     deadline = time.monotonic() + 20

@@ -525,6 +525,7 @@ def watch(
     *,
     interval: float,
     sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
     max_passes: int | None = None,
     handle_signals: bool = True,
 ) -> int:
@@ -533,7 +534,8 @@ def watch(
     ``run_once`` runs and reports one pass (its own errors included: a pass that fails as
     a whole, the engine being down, must not end the loop). A signal during a pass lets
     the pass finish; a signal during the sleep ends it at once. Returns the number of
-    passes run. ``sleep`` is injectable so tests do not wait.
+    passes run. ``sleep`` and ``monotonic`` (the clock a pass is timed by) are injectable
+    so tests neither wait nor depend on how long a pass took on the real clock.
     """
     stopping = False
     sleeping = False
@@ -551,12 +553,12 @@ def watch(
     passes = 0
     try:
         while not stopping:
-            started = time.monotonic()
+            started = monotonic()
             run_once()
             passes += 1
             if max_passes is not None and passes >= max_passes:
                 break
-            pause = max(0.0, interval - (time.monotonic() - started))
+            pause = max(0.0, interval - (monotonic() - started))
             sleeping = True
             try:
                 if not stopping:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from ds01.cli.common import JSON_OPTION, flush_warnings, make_context
+from ds01.cli.options import text_option
 
 app = typer.Typer(help="AIME's framework catalog.", no_args_is_help=True)
 
@@ -12,8 +13,8 @@ app = typer.Typer(help="AIME's framework catalog.", no_args_is_help=True)
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    framework: str = typer.Option(None, "--framework", "-f", help="Only this framework."),
-    arch: str = typer.Option(None, "--arch", help="Only images for this architecture."),
+    framework: str = text_option("--framework", "-f", help="Only this framework."),
+    arch: str = text_option("--arch", help="Only images for this architecture."),
     json_out: bool = JSON_OPTION,
 ) -> None:
     """List catalog images (framework, version, architectures, image)."""

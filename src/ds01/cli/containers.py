@@ -11,10 +11,16 @@ from ds01.cli.common import JSON_OPTION, flush_warnings, make_context, require
 from ds01.cli.options import (
     ARCH_OPTION,
     CPU_ONLY_OPTION,
+    DATA_OPTION,
     GPU_PROFILE_OPTION,
     GPUS_OPTION,
+    IMAGE_OPTION,
     KEEP_RUNNING_OPTION,
+    MAX_STOP_SECONDS,
+    MODELS_OPTION,
     WAIT_OPTION,
+    WORKSPACE_OPTION,
+    not_empty,
 )
 from ds01.errors import EXIT_NO_CAPACITY
 
@@ -37,17 +43,16 @@ def _own_names(app_ctx: AppContext) -> list[str]:
 def create(
     ctx: typer.Context,
     name: str = typer.Argument(None, help="Container name (letters, digits, _ . -)."),
-    framework: str = typer.Argument(None, help="Catalog framework, e.g. pytorch, tensorflow."),
-    version: str = typer.Argument(None, help="Exact catalog version; default: newest."),
-    image: str = typer.Option(None, "--image", help="Any local or pullable image instead."),
-    workspace: str = typer.Option(
-        None,
-        "-w",
-        "--workspace",
-        help="Host directory mounted at /workspace (default: ~/workspace/NAME, created).",
+    framework: str = typer.Argument(
+        None, help="Catalog framework, e.g. pytorch, tensorflow.", callback=not_empty
     ),
-    data: str = typer.Option(None, "-d", "--data", help="Host directory mounted at /data."),
-    models: str = typer.Option(None, "-m", "--models", help="Host directory mounted at /models."),
+    version: str = typer.Argument(
+        None, help="Exact catalog version; default: newest.", callback=not_empty
+    ),
+    image: str = IMAGE_OPTION,
+    workspace: str = WORKSPACE_OPTION,
+    data: str = DATA_OPTION,
+    models: str = MODELS_OPTION,
     arch: str = ARCH_OPTION,
     gpus: int = GPUS_OPTION,
     gpu_profile: str = GPU_PROFILE_OPTION,
@@ -157,7 +162,9 @@ def start(ctx: typer.Context, name: str = typer.Argument(None, help="Container n
 def stop(
     ctx: typer.Context,
     name: str = typer.Argument(None, help="Container name."),
-    time: int = typer.Option(None, "-t", "--time", min=0, help="Seconds before SIGKILL."),
+    time: int = typer.Option(
+        None, "-t", "--time", min=0, max=MAX_STOP_SECONDS, help="Seconds before SIGKILL."
+    ),
 ) -> None:
     """Stop a running container (SIGTERM, then SIGKILL after the grace time)."""
     from ds01.services.containers import ContainerService

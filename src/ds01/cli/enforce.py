@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ds01.cli.common import JSON_OPTION, flush_warnings, make_context
+from ds01.cli.options import not_empty
 
 if TYPE_CHECKING:
     from ds01.domain.lifecycle import LimitKind
@@ -197,7 +198,9 @@ def _kinds(idle: bool, runtime: bool) -> list[LimitKind]:
 @admin_app.command("apply-limits")
 def apply_limits(
     ctx: typer.Context,
-    users: list[str] = typer.Argument(None, help="Users (default: everyone with a container)."),
+    users: list[str] = typer.Argument(
+        None, help="Users (default: everyone with a container).", callback=not_empty
+    ),
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Set users' combined (aggregate) limits on their parent cgroups now (root)."""
@@ -226,7 +229,7 @@ def apply_limits(
 @admin_app.command("exempt")
 def exempt(
     ctx: typer.Context,
-    user: str = typer.Argument(..., help="The user to exempt."),
+    user: str = typer.Argument(..., help="The user to exempt.", callback=not_empty),
     idle: bool = typer.Option(False, "--idle", help="From the idle timeout."),
     runtime: bool = typer.Option(False, "--runtime", help="From the maximum runtime."),
     until: str = typer.Option(
@@ -234,8 +237,11 @@ def exempt(
         "--until",
         metavar="DATE",
         help="Last day (2025-06-30), a time (2025-06-30T18:00), a duration (7d), or never.",
+        callback=not_empty,
     ),
-    reason: str = typer.Option(..., "--reason", help="Why; shown to the user and logged."),
+    reason: str = typer.Option(
+        ..., "--reason", help="Why; shown to the user and logged.", callback=not_empty
+    ),
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Exempt USER from the idle and/or runtime limit until DATE."""
@@ -292,7 +298,7 @@ def exemptions(ctx: typer.Context, json_out: bool = JSON_OPTION) -> None:
 @admin_app.command("unexempt")
 def unexempt(
     ctx: typer.Context,
-    user: str = typer.Argument(..., help="The user whose exemption ends now."),
+    user: str = typer.Argument(..., help="The user whose exemption ends now.", callback=not_empty),
     idle: bool = typer.Option(False, "--idle", help="The idle-timeout exemption."),
     runtime: bool = typer.Option(False, "--runtime", help="The maximum-runtime exemption."),
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from ds01.cli.common import JSON_OPTION, make_context
+from ds01.cli.options import MAX_EVENTS, text_option
 
 
 def register(app: typer.Typer) -> None:
@@ -13,9 +14,11 @@ def register(app: typer.Typer) -> None:
 
 def events(
     ctx: typer.Context,
-    user: str = typer.Option(None, "--user", "-u", help="Admins: events of this user."),
-    action: str = typer.Option(None, "--action", help="Only this action (e.g. container)."),
-    limit: int = typer.Option(100, "--limit", "-n", min=1, help="At most this many, newest."),
+    user: str = text_option("--user", "-u", help="Admins: events of this user."),
+    action: str = text_option("--action", help="Only this action (e.g. container)."),
+    limit: int = typer.Option(
+        100, "--limit", "-n", min=1, max=MAX_EVENTS, help="At most this many, newest."
+    ),
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Show the event log: who did what, when, and the result."""

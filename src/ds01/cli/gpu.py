@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from ds01.cli.common import JSON_OPTION, flush_warnings, make_context
+from ds01.cli.options import MAX_ID
 
 app = typer.Typer(
     help="GPUs and MIG slices: who holds what, and the waiting queue.", no_args_is_help=True
@@ -86,7 +87,10 @@ def queue(
 
 
 @queue_app.command("cancel")
-def cancel(ctx: typer.Context, entry_id: int = typer.Argument(..., help="Queue entry id.")) -> None:
+def cancel(
+    ctx: typer.Context,
+    entry_id: int = typer.Argument(..., min=1, max=MAX_ID, metavar="ID", help="Queue entry id."),
+) -> None:
     """Cancel one of your waiting requests."""
     from ds01.services.queue import QueueService
 

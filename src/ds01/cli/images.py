@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from ds01.cli.common import JSON_OPTION, flush_warnings, make_context, require
-from ds01.cli.options import APT_OPTION, ARCH_OPTION, PIP_OPTION
+from ds01.cli.options import APT_OPTION, ARCH_OPTION, PIP_OPTION, not_empty, text_option
 
 if TYPE_CHECKING:
     from ds01.services.image_build import BuildProgress
@@ -132,14 +132,14 @@ def _report_build(result: ImageResult, json_out: bool) -> None:
 def create(
     ctx: typer.Context,
     name: str = typer.Argument(None, help="Project name: ~/workspace/NAME holds the Dockerfile."),
-    framework: str = typer.Option(
-        None, "-f", "--framework", help="Catalog framework for the base (default: pytorch)."
+    framework: str = text_option(
+        "-f", "--framework", help="Catalog framework for the base (default: pytorch)."
     ),
-    version: str = typer.Option(None, "--version", help="Framework version (default: newest)."),
+    version: str = text_option("--version", help="Framework version (default: newest)."),
     arch: str = ARCH_OPTION,
-    base: str = typer.Option(None, "--base", help="Any image as the base instead of the catalog."),
-    use_case: str = typer.Option(
-        None, "-t", "--type", help="Use-case packages: ml cv nlp rl audio ts llm none (default)."
+    base: str = text_option("--base", help="Any image as the base instead of the catalog."),
+    use_case: str = text_option(
+        "-t", "--type", help="Use-case packages: ml cv nlp rl audio ts llm none (default)."
     ),
     jupyter: bool = typer.Option(
         None, "--jupyter/--no-jupyter", help="Jupyter tier (default: on; off with --dockerfile)."
@@ -151,11 +151,11 @@ def create(
     ),
     pip: list[str] = PIP_OPTION,
     apt: list[str] = APT_OPTION,
-    requirements: str = typer.Option(
-        None, "-r", "--requirements", help="A requirements file; replaces the Jupyter/data tiers."
+    requirements: str = text_option(
+        "-r", "--requirements", help="A requirements file; replaces the Jupyter/data tiers."
     ),
-    dockerfile: str = typer.Option(
-        None, "--dockerfile", help="Your own Dockerfile; DS01 adds its user setup and labels."
+    dockerfile: str = text_option(
+        "--dockerfile", help="Your own Dockerfile; DS01 adds its user setup and labels."
     ),
     no_build: bool = typer.Option(False, "--no-build", help="Only write the Dockerfile."),
     no_cache: bool = typer.Option(
@@ -198,9 +198,15 @@ def create(
 def update(
     ctx: typer.Context,
     name: str = typer.Argument(None, help="Project name."),
-    add_pip: list[str] = typer.Option(None, "--add-pip", help="pip packages to add."),
-    add_apt: list[str] = typer.Option(None, "--add-apt", help="Debian packages to add."),
-    remove: list[str] = typer.Option(None, "--remove", help="Custom-tier packages to remove."),
+    add_pip: list[str] = typer.Option(
+        None, "--add-pip", help="pip packages to add.", callback=not_empty
+    ),
+    add_apt: list[str] = typer.Option(
+        None, "--add-apt", help="Debian packages to add.", callback=not_empty
+    ),
+    remove: list[str] = typer.Option(
+        None, "--remove", help="Custom-tier packages to remove.", callback=not_empty
+    ),
     no_build: bool = typer.Option(False, "--no-build", help="Only edit the Dockerfile."),
     no_cache: bool = typer.Option(
         False, "--no-cache", help="Build every layer anew (newer package versions)."

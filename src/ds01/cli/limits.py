@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from ds01.cli.common import JSON_OPTION, flush_warnings, make_context
+from ds01.cli.options import not_empty
 
 
 def register(app: typer.Typer) -> None:
@@ -14,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
 def limits(
     ctx: typer.Context,
-    user: str = typer.Argument(None, help="Admins: another user's limits."),
+    user: str = typer.Argument(None, help="Admins: another user's limits.", callback=not_empty),
     json_out: bool = JSON_OPTION,
     docker_args: bool = typer.Option(
         False, "--docker-args", help="Print the docker create flags these limits mean."

@@ -21,8 +21,10 @@ from ds01.cli.options import (
     CPU_ONLY_OPTION,
     GPU_PROFILE_OPTION,
     GPUS_OPTION,
+    IMAGE_OPTION,
     KEEP_RUNNING_OPTION,
     WAIT_OPTION,
+    text_option,
 )
 from ds01.errors import EXIT_NO_CAPACITY, UsageError
 
@@ -106,14 +108,12 @@ def deploy(
     background: bool = typer.Option(
         False, "--background", help="Only start it; do not open a shell."
     ),
-    framework: str = typer.Option(
-        None, "-f", "--framework", help="Catalog framework instead of the project image."
+    framework: str = text_option(
+        "-f", "--framework", help="Catalog framework instead of the project image."
     ),
-    version: str = typer.Option(None, "--version", help="Framework version (default: newest)."),
-    image: str = typer.Option(None, "--image", help="Any local or pullable image instead."),
-    workspace: str = typer.Option(
-        None, "-w", "--workspace", help="Host directory mounted at /workspace."
-    ),
+    version: str = text_option("--version", help="Framework version (default: newest)."),
+    image: str = IMAGE_OPTION,
+    workspace: str = text_option("-w", "--workspace", help="Host directory mounted at /workspace."),
     arch: str = ARCH_OPTION,
     gpus: int = GPUS_OPTION,
     gpu_profile: str = GPU_PROFILE_OPTION,

@@ -25,6 +25,7 @@ from ds01.cli.options import (
     KEEP_RUNNING_OPTION,
     PIP_OPTION,
     WAIT_OPTION,
+    text_option,
 )
 from ds01.cli.orchestrate import GUIDED_OPTION, project_names, run_deploy
 from ds01.errors import UsageError
@@ -210,13 +211,13 @@ class ProjectChoices:
 def project_init(
     ctx: typer.Context,
     name: str = typer.Argument(None, help="Project name: ~/workspace/NAME is created."),
-    use_case: str = typer.Option(
-        None, "-t", "--type", help="Use-case packages: ml cv nlp rl audio ts llm none."
+    use_case: str = text_option(
+        "-t", "--type", help="Use-case packages: ml cv nlp rl audio ts llm none."
     ),
-    framework: str = typer.Option(
-        None, "-f", "--framework", help="Catalog framework for the image (default: pytorch)."
+    framework: str = text_option(
+        "-f", "--framework", help="Catalog framework for the image (default: pytorch)."
     ),
-    version: str = typer.Option(None, "--version", help="Framework version (default: newest)."),
+    version: str = text_option("--version", help="Framework version (default: newest)."),
     arch: str = ARCH_OPTION,
     jupyter: bool = typer.Option(
         None, "--jupyter/--no-jupyter", help="Jupyter in the image (default: yes)."

@@ -36,6 +36,9 @@ from ds01.domain.devices import profile_slices
 
 __all__ = [
     "MAX_BYTES",
+    "MAX_COUNT",
+    "MAX_CPUS",
+    "MAX_DURATION",
     "format_cpus",
     "format_duration",
     "format_size",
@@ -50,6 +53,13 @@ __all__ = [
 
 #: Docker stores sizes as signed 64-bit integers.
 MAX_BYTES = 2**63 - 1
+#: The longest duration DS01 accepts: 100 years. Longer ones mean "never" (write null or
+#: ``never`` where that is allowed) and would overflow date arithmetic and SQLite.
+MAX_DURATION = 100 * 365 * 86400
+#: The largest whole number a limit may hold (Docker and SQLite store 64-bit integers).
+MAX_COUNT = 2**63 - 1
+#: Docker stores CPUs as nano-CPUs in a signed 64-bit integer.
+MAX_CPUS = MAX_COUNT // 1_000_000_000
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?(?:([kmgtp])(i?))?(b?)$", re.IGNORECASE)
 _SIZE_FACTOR = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
@@ -76,7 +86,8 @@ def parse_size(value: object, *, allow_zero: bool = False) -> int:
         number = Decimal(value)
     elif isinstance(value, float):
         raise ValueError(
-            f"{value!r} has no unit; {_SIZE_EXAMPLES} (a number without a unit must be whole bytes)"
+            f"{_short(value)} has no unit; {_SIZE_EXAMPLES} "
+            "(a number without a unit must be whole bytes)"
         )
     elif isinstance(value, str):
         number = _size_text_to_bytes(value)
@@ -88,31 +99,32 @@ def parse_size(value: object, *, allow_zero: bool = False) -> int:
 def _size_text_to_bytes(text: str) -> Decimal:
     stripped = text.strip()
     if stripped.startswith("-"):
-        raise ValueError(f"{text!r} is negative; use null for unlimited")
+        raise ValueError(f"{_short(text)} is negative; use null for unlimited")
     m = _SIZE.match(stripped)
     if m is None:
-        raise ValueError(f"{text!r} is not a size; {_SIZE_EXAMPLES}")
+        raise ValueError(f"{_short(text)} is not a size; {_SIZE_EXAMPLES}")
     digits, prefix, _binary, _b = m.groups()
     factor = _SIZE_FACTOR[(prefix or "").lower()]
     try:
         number = Decimal(digits)
     except InvalidOperation as exc:  # pragma: no cover - the regex admits only digits
-        raise ValueError(f"{text!r} is not a size; {_SIZE_EXAMPLES}") from exc
+        raise ValueError(f"{_short(text)} is not a size; {_SIZE_EXAMPLES}") from exc
     if factor == 1 and number != number.to_integral_value():
-        raise ValueError(f"{text!r} is a fraction of a byte; {_SIZE_EXAMPLES}")
+        raise ValueError(f"{_short(text)} is a fraction of a byte; {_SIZE_EXAMPLES}")
     return number * factor
 
 
 def _checked_bytes(original: object, number: Decimal, *, allow_zero: bool) -> int:
     if number < 0:
-        raise ValueError(f"{original!r} is negative; use null for unlimited")
+        raise ValueError(f"{_short(original)} is negative; use null for unlimited")
     as_bytes = int(number.to_integral_value(rounding=ROUND_FLOOR))
     if as_bytes == 0 and not allow_zero:
         raise ValueError(
-            f"{original!r} is zero bytes; give a positive size (null, where allowed, is unlimited)"
+            f"{_short(original)} is zero bytes; give a positive size "
+            "(null, where allowed, is unlimited)"
         )
     if as_bytes > MAX_BYTES:
-        raise ValueError(f"{original!r} is larger than Docker can store (8 EiB)")
+        raise ValueError(f"{_short(original)} is larger than Docker can store (8 EiB)")
     return as_bytes
 
 
@@ -122,14 +134,14 @@ def parse_duration(value: object, *, allow_zero: bool = False) -> int:
         raise ValueError(f"expected a duration, got {str(value).lower()}; {_DURATION_EXAMPLES}")
     if isinstance(value, int | float):
         raise ValueError(
-            f"{value!r} has no unit; {_DURATION_EXAMPLES} (a bare number is ambiguous: "
+            f"{_short(value)} has no unit; {_DURATION_EXAMPLES} (a bare number is ambiguous: "
             "the old *_h keys counted hours)"
         )
     if not isinstance(value, str):
         raise ValueError(f"expected a duration, got {type(value).__name__}; {_DURATION_EXAMPLES}")
     text = value.strip().lower()
     if text.startswith("-"):
-        raise ValueError(f"{value!r} is negative; use null for unlimited")
+        raise ValueError(f"{_short(value)} is negative; use null for unlimited")
     total = Decimal(0)
     position = 0
     for part in _DURATION_PART.finditer(text):
@@ -138,11 +150,16 @@ def parse_duration(value: object, *, allow_zero: bool = False) -> int:
         total += Decimal(part.group(1)) * _DURATION_SECONDS[part.group(2)]
         position = part.end()
     if not text or position != len(text):
-        raise ValueError(f"{value!r} is not a duration; {_DURATION_EXAMPLES}")
+        raise ValueError(f"{_short(value)} is not a duration; {_DURATION_EXAMPLES}")
+    if total > MAX_DURATION:
+        raise ValueError(
+            f"{_short(value)} is longer than 100 years; give a shorter duration (or null, "
+            "where allowed, for no limit)"
+        )
     seconds = int(total.to_integral_value(rounding=ROUND_HALF_UP))
     if seconds == 0 and not allow_zero:
         raise ValueError(
-            f"{value!r} is zero; give a positive duration (null, where allowed, is never)"
+            f"{_short(value)} is zero; give a positive duration (null, where allowed, is never)"
         )
     return seconds
 
@@ -189,9 +206,9 @@ def format_cpus(cpus: float) -> str:
 
 def _number(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"expected a number, got {value!r}")
+        raise ValueError(f"expected a number, got {_short(value)}")
     if not math.isfinite(value):
-        raise ValueError(f"{value!r} is not a finite number")
+        raise ValueError(f"{_short(value)} is not a finite number")
     return float(value)
 
 
@@ -199,17 +216,31 @@ def parse_cpus(value: object) -> float:
     """A CPU count (``16``, ``0.5``); Docker's smallest is 0.01."""
     cpus = _number(value)
     if cpus < 0.01:
-        raise ValueError(f"{value!r} CPUs is too small: at least 0.01; use null for unlimited")
+        raise ValueError(
+            f"{_short(value)} CPUs is too small: at least 0.01; use null for unlimited"
+        )
+    if cpus > MAX_CPUS:
+        raise ValueError(
+            f"{_short(value)} CPUs is more than Docker can store; use null for unlimited"
+        )
     return cpus
 
 
 def parse_count(value: object, *, minimum: int = 0) -> int:
     """A whole number of at least ``minimum`` (YAML booleans are not numbers)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"expected a whole number, got {value!r}")
+        raise ValueError(f"expected a whole number, got {_short(value)}")
     if value < minimum:
-        raise ValueError(f"{value} is below the minimum {minimum}; use null for unlimited")
+        raise ValueError(f"{_short(value)} is below the minimum {minimum}; use null for unlimited")
+    if value > MAX_COUNT:
+        raise ValueError(f"{_short(value)} is too large (at most 2**63-1); use null for unlimited")
     return value
+
+
+def _short(value: object) -> str:
+    """``value`` for a message, cut so that a hostile value cannot flood the terminal."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def parse_percent(value: object, *, maximum: float | None = 100.0) -> float:
@@ -217,21 +248,23 @@ def parse_percent(value: object, *, maximum: float | None = 100.0) -> float:
     number = _number(value)
     if number < 0 or (maximum is not None and number > maximum):
         top = f"{maximum:g}" if maximum is not None else "any"
-        raise ValueError(f"{value!r} is not a percentage between 0 and {top}")
+        raise ValueError(f"{_short(value)} is not a percentage between 0 and {top}")
     return number
 
 
 def parse_gpu_equivalents(value: object) -> Fraction:
     """GPU equivalents as an exact fraction: ``1``, ``0.5``, ``"3/7"``."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"expected GPU equivalents such as 1, 0.5 or 3/7, got {value!r}")
+        raise ValueError(f"expected GPU equivalents such as 1, 0.5 or 3/7, got {_short(value)}")
     try:
         # str() first so that 0.1 reads as 1/10, not as its binary float approximation.
         amount = Fraction(value) if isinstance(value, int) else Fraction(str(value))
     except (ValueError, ZeroDivisionError) as exc:
-        raise ValueError(f"{value!r} is not a number of GPU equivalents (1, 0.5, 3/7)") from exc
+        raise ValueError(
+            f"{_short(value)} is not a number of GPU equivalents (1, 0.5, 3/7)"
+        ) from exc
     if amount < 0:
-        raise ValueError(f"{value!r} is negative; use null for unlimited")
+        raise ValueError(f"{_short(value)} is negative; use null for unlimited")
     return amount
 
 

@@ -47,7 +47,7 @@ def parse_until(text: str, *, now: datetime) -> datetime | None:
 
         try:
             until = now + timedelta(seconds=parse_duration(value))
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise UsageError(f"--until {text!r}: {exc}.", hint=_UNTIL_HINT) from exc
     else:
         try:
@@ -62,7 +62,16 @@ def parse_until(text: str, *, now: datetime) -> datetime | None:
             raise UsageError(
                 f"--until {text!r} is not a date, a time or a duration.", hint=_UNTIL_HINT
             ) from exc
-    until = until.astimezone(UTC)
+        except OverflowError as exc:  # 9999-12-31: the day after is past datetime's range
+            raise UsageError(
+                f"--until {text!r} is outside the dates DS01 can store.", hint=_UNTIL_HINT
+            ) from exc
+    try:
+        until = until.astimezone(UTC)
+    except OverflowError as exc:  # 9999-12-31T23:59-14:00 is in the year 10000 in UTC
+        raise UsageError(
+            f"--until {text!r} is outside the dates DS01 can store.", hint=_UNTIL_HINT
+        ) from exc
     if until <= now:
         raise UsageError(
             f"--until {text!r} is in the past ({until:%Y-%m-%d %H:%M} UTC).",

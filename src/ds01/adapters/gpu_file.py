@@ -30,20 +30,59 @@ from pydantic import (
 )
 
 from ds01.adapters.gpu_inventory import MigInstance, devices_for_gpu, merge_processes
-from ds01.domain.devices import Device, Gpu, GpuProcess, Inventory
+from ds01.domain.devices import Device, Gpu, GpuProcess, Inventory, device_uuid_problem
 from ds01.errors import ConfigError
 
 __all__ = ["FileInventory", "load_inventory_file", "simulated_uuid"]
 
 # A MIG profile as nvidia-smi names it, optionally for a smaller compute instance:
-# "1g.5gb", "1g.18gb+me", "1c.3g.20gb".
-_PROFILE = re.compile(r"^(?:(?P<ci>\d+)c\.)?(?P<gi>\d+)g\.(?P<gb>\d+)gb(?:\+\w+)?$")
-_CC = r"^\d+\.\d+$"
+# "1g.5gb", "1g.18gb+me", "1g.24gb+me.all", "1c.3g.20gb". Bounded digit runs and
+# suffixes, matched whole (fullmatch): nothing else (a newline, a comma) rides into a label.
+_PROFILE = re.compile(
+    r"(?:(?P<ci>\d{1,2})c\.)?(?P<gi>\d{1,2})g\.(?P<gb>\d{1,5})gb"
+    r"(?:\+[a-z]{1,8}(?:\.[a-z]{1,8})?)?"
+)
+_CC = r"^\d{1,3}\.\d{1,3}$"
 # Fixed namespace so that generated UUIDs are the same on every machine and run.
 _UUID_NAMESPACE = uuidlib.uuid5(uuidlib.NAMESPACE_URL, "urn:ds01:simulated-gpu")
 
+#: Limits that keep every number a 64-bit integer (SQLite, Docker, JSON consumers).
+_MAX_INT = 2**63 - 1
 Percent = Annotated[int, Field(ge=0, le=100)]
-Mib = Annotated[int, Field(ge=0)]
+Mib = Annotated[int, Field(ge=0, le=_MAX_INT)]
+#: JSON nested deeper than this is refused before parsing: the format is at most ~6
+#: levels deep, and Python's JSON parser recurses (a file nested 100,000 deep would
+#: raise RecursionError, a crash instead of a located error).
+_MAX_NESTING = 64
+
+
+def _check_uuid(value: str) -> str:
+    problem = device_uuid_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _nesting_depth(text: str) -> int:
+    """How deep ``[``/``{`` nest in JSON text, outside strings (a linear scan)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def simulated_uuid(seed: str, gpu_index: int, mig_index: int | None = None) -> str:
@@ -59,7 +98,7 @@ def _as_list(value: Any) -> Any:
 
 
 def _profile_defaults(profile: str, slices: int | None, memory_mib: int | None) -> tuple[int, int]:
-    match = _PROFILE.match(profile)
+    match = _PROFILE.fullmatch(profile)
     if match is None:
         raise ValueError(
             f"profile {profile!r} is not a MIG profile name such as '1g.5gb' or '3g.20gb'"
@@ -79,7 +118,7 @@ class _Strict(BaseModel):
 class ProcessSpec(_Strict):
     """A process using a device."""
 
-    pid: int = Field(ge=0)
+    pid: int = Field(ge=0, le=_MAX_INT)
     name: str = ""
     used_memory_mib: Mib | None = None
 
@@ -101,8 +140,10 @@ class MigSpec(_Load):
 
     uuid: str = Field(min_length=1)
     profile: str
-    slices: int | None = Field(default=None, ge=1)
+    slices: int | None = Field(default=None, ge=1, le=1024)
     memory_mib: Mib | None = None
+
+    _uuid = field_validator("uuid")(_check_uuid)
 
     @model_validator(mode="after")
     def _check_profile(self) -> MigSpec:
@@ -125,17 +166,19 @@ class MigSpec(_Load):
 class GpuSpec(_Load):
     """A physical GPU written out in full."""
 
-    index: int = Field(ge=0)
+    index: int = Field(ge=0, le=65535)
     uuid: str = Field(min_length=1)
-    name: str = Field(min_length=1)
-    memory_mib: int = Field(gt=0)
+    name: str = Field(min_length=1, max_length=256)
+    memory_mib: int = Field(gt=0, le=_MAX_INT)
     compute_capability: str | None = Field(default=None, pattern=_CC)
     mig_enabled: bool = False
-    total_slices: int | None = Field(default=None, ge=1)
-    driver_version: str | None = None
+    total_slices: int | None = Field(default=None, ge=1, le=1024)
+    driver_version: str | None = Field(default=None, max_length=64)
     vendor: Literal["nvidia", "amd"] = "nvidia"
-    gfx: str | None = None
+    gfx: str | None = Field(default=None, max_length=64)
     mig: list[MigSpec] = Field(default_factory=list)
+
+    _uuid = field_validator("uuid")(_check_uuid)
 
     @model_validator(mode="after")
     def _check_mig(self) -> GpuSpec:
@@ -180,8 +223,8 @@ class GenerateMig(_Strict):
     """``count`` MIG instances of one profile on every generated GPU."""
 
     profile: str
-    count: int = Field(ge=0)
-    slices: int | None = Field(default=None, ge=1)
+    count: int = Field(ge=0, le=1024)
+    slices: int | None = Field(default=None, ge=1, le=1024)
     memory_mib: Mib | None = None
 
     @model_validator(mode="after")
@@ -194,13 +237,13 @@ class GenerateSpec(_Strict):
     """``count`` identical GPUs. With ``mig`` (even ``"count": 0``) they are MIG-enabled."""
 
     count: int = Field(ge=1, le=4096)
-    name: str = Field(min_length=1)
-    memory_mib: int = Field(gt=0)
+    name: str = Field(min_length=1, max_length=256)
+    memory_mib: int = Field(gt=0, le=_MAX_INT)
     compute_capability: str | None = Field(default=None, pattern=_CC)
-    total_slices: int | None = Field(default=None, ge=1)
-    driver_version: str | None = None
+    total_slices: int | None = Field(default=None, ge=1, le=1024)
+    driver_version: str | None = Field(default=None, max_length=64)
     mig: list[GenerateMig] | None = None
-    seed: str = "ds01-sim"
+    seed: str = Field(default="ds01-sim", max_length=256)
 
     _wrap_mig = field_validator("mig", mode="before")(_as_list)
 
@@ -320,6 +363,16 @@ def load_inventory_file(path: str | Path) -> Inventory:
             f"cannot read GPU inventory file {path}: {exc.strerror or exc}",
             hint="Check gpu.inventory in the configuration (file:PATH).",
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}); an inventory file is JSON", hint=hint
+        ) from exc
+    if _nesting_depth(text) > _MAX_NESTING:
+        raise ConfigError(
+            f"{path}: JSON nested more than {_MAX_NESTING} levels deep; an inventory file "
+            "is a few levels deep",
+            hint=hint,
+        )
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -17,16 +17,36 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 __all__ = [
+    "DEVICE_UUID_PATTERN",
     "Device",
     "Gpu",
     "GpuProcess",
     "Inventory",
+    "device_uuid_problem",
     "format_equivalents",
     "parse_equivalents",
     "profile_slices",
 ]
 
 _PROFILE = re.compile(r"^(?P<slices>\d+)g\.(?P<mem>\d+)gb(?:\+\w+)?$")
+
+#: What a device UUID may look like: NVIDIA's ``GPU-<uuid>`` and ``MIG-<uuid>``, the old
+#: ``MIG-GPU-<uuid>/<gi>/<ci>`` form, AMD's hex ids. UUIDs travel in labels that AIME reads
+#: as comma-separated lists (``device=UUID,UUID``) and in ``CUDA_VISIBLE_DEVICES``, so a
+#: comma, ``=``, a space or a control character inside one would split or forge entries.
+DEVICE_UUID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"
+_DEVICE_UUID = re.compile(DEVICE_UUID_PATTERN)
+
+
+def device_uuid_problem(uuid: str) -> str | None:
+    """Why ``uuid`` cannot be a device UUID, or ``None`` when it can."""
+    if _DEVICE_UUID.fullmatch(uuid):
+        return None
+    return (
+        "a device UUID holds only letters, digits and '_', '.', ':', '/', '-' (at most 128 "
+        "characters, starting with a letter or digit), e.g. GPU-4336be95-7b17-b1da-7b70-"
+        "0352e1d3655d"
+    )
 
 
 def profile_slices(profile: str) -> int | None:

@@ -27,6 +27,7 @@ __all__ = [
     "EXCERPT_CHARS",
     "MAX_LISTED",
     "PIP_HINT",
+    "REQUIREMENTS_HINT",
     "AptSpec",
     "PipSpec",
     "apt_spec",
@@ -34,6 +35,7 @@ __all__ = [
     "collect_pip",
     "collect_requirements",
     "excerpt",
+    "hint_for",
     "parse_apt_specs",
     "parse_pip_specs",
     "parse_requirements",
@@ -194,6 +196,17 @@ def _capped(reason: str) -> str:
     return reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 1] + "…"
 
 
+def hint_for(*, pip: bool = False, apt: bool = False, requirements: bool = False) -> str:
+    """The advice for a refusal: only about the kinds of entry that were refused, so an
+    ``--apt`` mistake is not answered with pip's syntax."""
+    parts = [
+        text
+        for wanted, text in ((pip, PIP_HINT), (apt, APT_HINT), (requirements, REQUIREMENTS_HINT))
+        if wanted
+    ]
+    return " ".join(parts) or PIP_HINT
+
+
 def refuse_entries(what: str, problems: Sequence[tuple[str, str]], hint: str) -> NoReturn:
     """Refuse (exit 2) listing the first offenders. Each entry is already an excerpt
     (see :func:`excerpt`); ``details["invalid_total"]`` counts them all."""
@@ -317,7 +330,7 @@ def collect_requirements(
     return specs
 
 
-_REQUIREMENTS_HINT = (
+REQUIREMENTS_HINT = (
     "Keep one requirement per line, such as 'pandas>=2' or 'torch==2.5.1'; remove option "
     "lines, URLs and environment markers."
 )
@@ -335,6 +348,6 @@ def parse_requirements(text: str, *, filename: str = "requirements.txt") -> tupl
     specs = collect_requirements(text, filename, problems)
     if problems:
         refuse_entries(
-            f"{plain_excerpt(filename)} has lines DS01 can't use", problems, _REQUIREMENTS_HINT
+            f"{plain_excerpt(filename)} has lines DS01 can't use", problems, REQUIREMENTS_HINT
         )
     return tuple(specs)

@@ -37,10 +37,8 @@ from typing import TypeVar
 from packaging.utils import canonicalize_name
 
 from ds01.domain.package_specs import (
-    APT_HINT,
     EXCERPT_CHARS,
     MAX_LISTED,
-    PIP_HINT,
     AptSpec,
     PipSpec,
     apt_spec,
@@ -48,6 +46,7 @@ from ds01.domain.package_specs import (
     collect_pip,
     collect_requirements,
     excerpt,
+    hint_for,
     parse_apt_specs,
     parse_pip_specs,
     parse_requirements,
@@ -200,11 +199,16 @@ class CustomTier:
     def added(self, *, pip: Iterable[str] = (), apt: Iterable[str] = ()) -> CustomTier:
         """This tier plus validated entries; a package already here is replaced in place
         (so ``--add-pip pandas==2.2`` re-pins it), a new one is appended."""
-        problems: list[tuple[str, str]] = []
-        new_pip = collect_pip(pip, "--add-pip", problems)
-        new_apt = collect_apt(apt, "--add-apt", problems)
-        if problems:
-            refuse_entries("Some packages can't be added", problems, PIP_HINT + " " + APT_HINT)
+        pip_problems: list[tuple[str, str]] = []
+        apt_problems: list[tuple[str, str]] = []
+        new_pip = collect_pip(pip, "--add-pip", pip_problems)
+        new_apt = collect_apt(apt, "--add-apt", apt_problems)
+        if pip_problems or apt_problems:
+            refuse_entries(
+                "Some packages can't be added",
+                pip_problems + apt_problems,
+                hint_for(pip=bool(pip_problems), apt=bool(apt_problems)),
+            )
         return CustomTier(pip=_merge(self.pip, new_pip), apt=_merge(self.apt, new_apt))
 
     def removed(self, names: Iterable[str]) -> CustomTier:
@@ -235,6 +239,9 @@ class CustomTier:
 
 
 _Spec = TypeVar("_Spec", PipSpec, AptSpec)
+#: Notes about left-out or overriding entries shown for one build: enough to explain,
+#: bounded so that a pasted file cannot flood the terminal.
+MAX_NOTES = 10
 
 
 def _merge(old: Sequence[_Spec], new: Sequence[_Spec]) -> tuple[_Spec, ...]:
@@ -259,6 +266,34 @@ class PackagePlan:
 
     def tier(self, name: TierName) -> Tier | None:
         return next((t for t in self.tiers if t.name == name), None)
+
+    def notes(self, limit: int = MAX_NOTES) -> list[str]:
+        """What de-duplication did, for people: one note per package and tier, however
+        often it was repeated (20,000 copies of a requirements line are one note, not
+        20,000), at most ``limit`` notes and then one line counting the rest."""
+        counts: dict[tuple[str, TierName, TierName], int] = {}
+        for d in self.duplicates:
+            key = (d.entry, d.tier, d.kept_in)
+            counts[key] = counts.get(key, 0) + 1
+        notes = []
+        for (entry, tier, kept_in), n in counts.items():
+            if tier == kept_in:
+                notes.append(
+                    f"{entry} is named {n + 1:,} times in the {tier.value} tier; installed once."
+                )
+            else:
+                again = "" if n == 1 else f", named {n:,} times"
+                notes.append(
+                    f"{entry} ({tier.value} tier{again}) is installed by the {kept_in.value} "
+                    "tier already; left out."
+                )
+        notes += [
+            f"{o.entry} ({o.tier.value} tier) changes what the {o.earlier.value} tier installs."
+            for o in self.overrides
+        ]
+        if len(notes) <= limit:
+            return notes
+        return [*notes[:limit], f"... and {len(notes) - limit} more such notes."]
 
     @property
     def custom(self) -> CustomTier:
@@ -364,14 +399,23 @@ def plan_packages(
             hint="Give either --requirements FILE or --type, not both.",
             code="conflicting_flags",
         )
-    problems: list[tuple[str, str]] = []
-    custom_pip = collect_pip(pip, "--pip", problems)
-    custom_apt = collect_apt(apt, "--apt", problems)
+    pip_problems: list[tuple[str, str]] = []
+    apt_problems: list[tuple[str, str]] = []
+    file_problems: list[tuple[str, str]] = []
+    custom_pip = collect_pip(pip, "--pip", pip_problems)
+    custom_apt = collect_apt(apt, "--apt", apt_problems)
     required: list[PipSpec] = []
     if requirements is not None:
-        required = collect_requirements(requirements, requirements_name, problems)
-    if problems:
-        refuse_entries("Some packages can't be used", problems, PIP_HINT + " " + APT_HINT)
+        required = collect_requirements(requirements, requirements_name, file_problems)
+    if pip_problems or apt_problems or file_problems:
+        # The hint speaks only of the kinds refused: an --apt typo gets apt's advice.
+        refuse_entries(
+            "Some packages can't be used",
+            pip_problems + apt_problems + file_problems,
+            hint_for(
+                pip=bool(pip_problems), apt=bool(apt_problems), requirements=bool(file_problems)
+            ),
+        )
 
     tiers: list[Tier] = []
     if system_tools:

@@ -180,16 +180,8 @@ class _Draft:
 
 
 def _plan_notes(plan: PackagePlan) -> list[str]:
-    notes = [
-        f"{d.entry} ({d.tier.value} tier) is installed by the {d.kept_in.value} tier "
-        "already; left out."
-        for d in plan.duplicates
-    ]
-    notes += [
-        f"{o.entry} ({o.tier.value} tier) changes what the {o.earlier.value} tier installs."
-        for o in plan.overrides
-    ]
-    return notes
+    # Summarised in the domain: repeated entries are one note, and the notes are bounded.
+    return plan.notes()
 
 
 def _entries(values: Sequence[str]) -> list[str]:

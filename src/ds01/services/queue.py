@@ -131,6 +131,13 @@ class QueueService:
 
     def listing(self, actor: Actor, *, all_users: bool = False) -> list[dict[str, Any]]:
         """Waiting entries with position and why they wait (own ones; admins: all)."""
+        if all_users and not actor.is_admin:
+            # As `container list --all`: asking for everyone's is refused, not narrowed.
+            raise RefusedError(
+                "Only administrators may list every user's queue entries.",
+                hint="Drop --all to list your own.",
+                code="not_admin",
+            )
         rows = self.store.waiting()
         gpus = GpuService(self.ctx)
         inventory = gpus.read_inventory()

@@ -11,8 +11,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import stat
 import tarfile
+import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -650,16 +653,65 @@ def test_a_dockerfile_that_cannot_be_looked_at_is_exit_2(ctx: AppContext, actor:
     assert err.value.code == "bad_dockerfile"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root is not stopped by directory permissions")
+def _outcome_as(actor: Actor, check: Callable[[], str]) -> str:
+    """``check()`` run with the user's own uid: as root, in a child that drops to it.
+
+    Root is not stopped by directory permissions, so as root (how CI runs) the check runs in
+    a forked child that has given up root for the user's uid and gid, as a user's process
+    would be; its result comes back through a pipe.
+    """
+    if os.geteuid() != 0:
+        return check()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(actor.gid)
+            os.setuid(actor.uid)
+            os.write(write_end, check().encode())
+            code = 0
+        except BaseException as exc:
+            os.write(write_end, f"child failed: {exc!r}".encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        result = pipe.read()
+    os.waitpid(pid, 0)
+    return result
+
+
 def test_a_dockerfile_behind_a_closed_directory_is_exit_2(ctx: AppContext, actor: Actor) -> None:
-    closed = make_dirs(actor, Path(actor.home) / "closed")
-    closed.chmod(0)
+    # Under /tmp, open to all, so that the user's uid can reach it (pytest's tmp is 0700).
+    home = Path(tempfile.mkdtemp(prefix="ds01-closed-dir-", dir="/tmp"))
     try:
-        with pytest.raises(UsageError) as err:
-            ProjectFiles(ctx).read_dockerfile(actor, closed / "Dockerfile")
-        assert err.value.code == "bad_dockerfile"
+        home.chmod(0o755)
+        opened = make_dirs(actor, home / "open")
+        (opened / "Dockerfile").write_text("FROM x\n")
+        closed = make_dirs(actor, home / "closed")
+        (closed / "Dockerfile").write_text("FROM x\n")
+        closed.chmod(0)
+
+        def read(path: Path) -> Callable[[], str]:
+            def check() -> str:
+                try:
+                    return f"read {ProjectFiles(ctx).read_dockerfile(actor, path)!r}"
+                except UsageError as exc:
+                    return f"{exc.code}: {exc.message}"
+
+            return check
+
+        # The open one is read: what stops the other is the closed directory, nothing else.
+        assert _outcome_as(actor, read(opened / "Dockerfile")) == "read 'FROM x\\n'"
+        outcome = _outcome_as(actor, read(closed / "Dockerfile"))
+        expected = f"bad_dockerfile: Cannot look at {closed / 'Dockerfile'}: Permission denied."
+        assert outcome == expected
     finally:
-        closed.chmod(0o755)
+        (home / "closed").chmod(0o755)
+        shutil.rmtree(home)
 
 
 def test_a_build_with_no_engine_is_refused_before_the_dockerfile_changes(

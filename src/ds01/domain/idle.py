@@ -436,7 +436,10 @@ def busy_factor(
         )
     if total_eq <= 0:
         return NOT_BUSY
-    if Fraction(allocated_eq) / Fraction(total_eq) > Fraction(share):
+    # The share as written (0.7 is 7/10), not its binary float (a hair under 7/10, which
+    # would make exactly 7 of 10 allocated count as "above" it).
+    exact_share = share if isinstance(share, Fraction) else Fraction(repr(float(share)))
+    if Fraction(allocated_eq) / Fraction(total_eq) > exact_share:
         return Busy(factor, True)
     return NOT_BUSY
 

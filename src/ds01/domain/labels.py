@@ -194,6 +194,8 @@ class ContainerLabels:
             user=user,
             framework=_first(labels, L.FRAMEWORK, LEGACY.FRAMEWORK) or "",
             arch=_first(labels, L.ARCH, LEGACY.ARCH),
+            equivalents = Fraction(-1)
+        if equivalents < 0 or (equivalents == 0 and uuids):
             work_mount=_mount(_first(labels, L.WORK_MOUNT, LEGACY.WORK_MOUNT)),
             data_mount=_mount(labels.get(L.DATA_MOUNT)),
             models_mount=_mount(labels.get(L.MODELS_MOUNT)),

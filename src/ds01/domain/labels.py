@@ -186,6 +186,8 @@ class ContainerLabels:
         try:
             equivalents = parse_equivalents(eq_text) if eq_text else Fraction(len(uuids))
         except (ValueError, ZeroDivisionError):
+            equivalents = Fraction(-1)
+        if equivalents < 0 or (equivalents == 0 and uuids):
             # A hand-edited label must not hide a holding: charge one GPU per device.
             equivalents = Fraction(len(uuids))
         uid_text = _first(labels, L.UID)
@@ -194,8 +196,6 @@ class ContainerLabels:
             user=user,
             framework=_first(labels, L.FRAMEWORK, LEGACY.FRAMEWORK) or "",
             arch=_first(labels, L.ARCH, LEGACY.ARCH),
-            equivalents = Fraction(-1)
-        if equivalents < 0 or (equivalents == 0 and uuids):
             work_mount=_mount(_first(labels, L.WORK_MOUNT, LEGACY.WORK_MOUNT)),
             data_mount=_mount(labels.get(L.DATA_MOUNT)),
             models_mount=_mount(labels.get(L.MODELS_MOUNT)),

@@ -228,6 +228,15 @@ def stress_users(linux_users: dict[str, Actor]) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,  # an XPASS fails the run: when the defaults start to hold, drop this mark
+    raises=AssertionError,  # only the counts below; an engine or setup error still fails
+    reason=(
+        "with the shipped gpu.lock_timeout (15 s) the 64-create burst on a 2-core host "
+        "ends 44-54 created and the rest lock time-outs, not 56 created / 8 refused "
+        "(issue 17); the allocation lock must be held for less time per create"
+    ),
+)
 def test_stress_64_concurrent_creates_on_56_mig_slices(
     ds01_env, stress_users: list[str], engine
 ) -> None:
@@ -250,7 +259,7 @@ def test_stress_64_concurrent_creates_on_56_mig_slices(
             "groups": {"ds01t-students": {"unix_group": "ds01t-students"}},
         }
     )
-    ds01_env.write_config(gpu={"lock_timeout": 300})
+    # The shipped defaults (gpu.lock_timeout included): what a real burst meets.
     env = {"PATH": "/usr/bin:/bin", "DS01_CONFIG": str(ds01_env.config_path), "NO_COLOR": "1"}
 
     def create(job: tuple[str, int]) -> int:

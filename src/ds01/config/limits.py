@@ -326,7 +326,11 @@ class _MembersFile:
 
 
 def _read_members_file(
-    reader: _Reader, policy_dir: Path, group: str, text_path: str
+    reader: _Reader,
+    policy_dir: Path,
+    group: str,
+    text_path: str,
+    trust_check: Callable[[Path], Path] | None = None,
 ) -> _MembersFile:
     """The names in a members file, each with its line; problems go to the reader.
 
@@ -337,8 +341,11 @@ def _read_members_file(
     path = Path(text_path)
     if not path.is_absolute():
         path = policy_dir / path
+    # The trust check (ds01.config.trust) raises for a file others could write, and
+    # gives the resolved path to read.
+    read = path if trust_check is None else trust_check(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read.read_text(encoding="utf-8")
     except FileNotFoundError:
         reader.problem(at, f"members file {path} does not exist")
         return _MembersFile(path, {})
@@ -517,13 +524,19 @@ def builtin_policy(note: str | None = None) -> PolicyFile:
 
 
 def load_policy(
-    path: Path | None, *, referenced_by: str | None = None, missing_ok: bool = False
+    path: Path | None,
+    *,
+    referenced_by: str | None = None,
+    missing_ok: bool = False,
+    trust_check: Callable[[Path], Path] | None = None,
 ) -> PolicyFile:
     """Load and check the resource-limits file at ``path``.
 
     ``path=None``, or a missing file with ``missing_ok`` (the default location that an
     admin never created), gives :func:`builtin_policy`. Otherwise a missing file is a
     :class:`ConfigError` that names ``referenced_by`` (the setting that points at it).
+    ``trust_check`` vets every members file before it is read (it raises, or returns
+    the path to read); ``path`` itself is vetted by the caller.
     """
     if path is None:
         return builtin_policy()
@@ -532,7 +545,7 @@ def load_policy(
     data, lines = load_yaml_with_lines(
         path, what="resource-limits file", referenced_by=referenced_by
     )
-    return _build(data, lines, path)
+    return _build(data, lines, path, trust_check)
 
 
 def parse_policy(text: str, *, path: Path) -> PolicyFile:
@@ -541,7 +554,9 @@ def parse_policy(text: str, *, path: Path) -> PolicyFile:
     return _build(data, lines, path)
 
 
-def _build(data: Any, lines: LineMap, path: Path) -> PolicyFile:
+def _build(
+    data: Any, lines: LineMap, path: Path, trust_check: Callable[[Path], Path] | None = None
+) -> PolicyFile:
     reader = _Reader(str(path), dict(lines), [], [], {})
     normalised = _normalise(reader, data)
     try:
@@ -555,7 +570,7 @@ def _build(data: Any, lines: LineMap, path: Path) -> PolicyFile:
         raise problems_error(reader.problems, hint=_HINT) from exc
     _check_names(reader, model)
     files = {
-        name: _read_members_file(reader, path.parent, name, group.members_file)
+        name: _read_members_file(reader, path.parent, name, group.members_file, trust_check)
         for name, group in model.groups.items()
         if group.members_file is not None
     }

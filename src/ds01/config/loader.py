@@ -1,12 +1,25 @@
-"""Reading ``ds01.yaml`` into :class:`Settings`."""
+"""Reading ``ds01.yaml`` into :class:`Settings`, believing it only as far as it is trusted.
+
+Which files may govern other users is decided by :mod:`ds01.config.trust`: on a machine
+with a system installation a non-root caller may only use a root-controlled file (exit 2
+otherwise), and anywhere ``admin_group`` counts only from such a file.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from ds01.config.settings import DEFAULT_CONFIG_PATH, Settings, config_path
-from ds01.config.yaml_source import load_model
+from ds01.config.settings import DEFAULT_CONFIG_PATH, INTERNAL_KEYS, Settings, config_path
+from ds01.config.trust import TrustContext, check_path, current_trust, untrusted_error
+from ds01.config.yaml_source import (
+    Problem,
+    dotted,
+    line_for,
+    load_yaml_with_lines,
+    problems_error,
+    validate_located,
+)
 from ds01.errors import ConfigError
 
 __all__ = ["load_settings", "user_state_dir"]
@@ -29,12 +42,27 @@ def _writable_or_creatable(path: Path) -> bool:
     return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
 
 
-def load_settings(path: Path | None = None) -> Settings:
+def _read(path: Path) -> Settings:
+    data, line_map = load_yaml_with_lines(path, what="DS01 configuration")
+    if isinstance(data, dict):
+        internal = [k for k in INTERNAL_KEYS if k in data]
+        if internal:
+            problems = [
+                Problem(str(path), line_for(line_map, (k,)), dotted((k,)), "unknown key")
+                for k in internal
+            ]
+            raise problems_error(problems, hint="Remove it: it is not a configuration key.")
+    return validate_located(Settings, {} if data is None else data, path=path, line_map=line_map)
+
+
+def load_settings(path: Path | None = None, *, trust: TrustContext | None = None) -> Settings:
     """Load and validate the configuration; built-in defaults when there is no file.
 
     ``$DS01_CONFIG`` pointing at a missing file is an error (a typo would otherwise run
-    on defaults silently); the default path being absent is normal.
+    on defaults silently); the default path being absent is normal. ``trust`` (who is
+    asking, on what machine) defaults to this process's; tests inject it.
     """
+    trust = trust or current_trust()
     explicit = path is not None or "DS01_CONFIG" in os.environ
     path = path or config_path()
     try:
@@ -44,8 +72,22 @@ def load_settings(path: Path | None = None) -> Settings:
             f"Cannot read the configuration file {path}: {exc.strerror}.",
             hint="Ask an admin to make it readable by DS01 users (mode 644).",
         ) from exc
+    trusted = True
     if present:
-        settings = load_model(path, Settings, what="DS01 configuration")
+        verdict = check_path(path)
+        trusted = verdict.trusted
+        if trust.enforced and verdict.reason is not None:
+            setting = "DS01_CONFIG" if "DS01_CONFIG" in os.environ else "the configuration"
+            raise untrusted_error(
+                path,
+                verdict.reason,
+                what="DS01 configuration",
+                setting=setting,
+                marker=trust.system_install,
+            )
+        # Read the resolved path the check vouched for: its directories are root's, so
+        # nothing can be swapped in between (the given path may go through a link).
+        settings = _read(verdict.real if trust.enforced else path)
         base = path.parent
         updates: dict[str, Path] = {}
         for key in _PATH_KEYS:
@@ -75,4 +117,6 @@ def load_settings(path: Path | None = None) -> Settings:
         settings = settings.model_copy(
             update={"state_dir": user_state_dir(), "state_dir_fallback": True}
         )
-    return settings
+    # An untrusted file never decides who is an administrator; where the rule is
+    # enforced, the files it names must pass the same check when they are read.
+    return settings.model_copy(update={"trusted": trusted, "require_trusted_files": trust.enforced})

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ds01.config.yaml_guard import ALIAS_HINT, MAX_DEPTH, check_aliases
 from ds01.errors import ConfigError
 
 __all__ = [
@@ -140,7 +141,15 @@ def parse_yaml_with_lines(text: str, *, filename: str) -> tuple[Any, LineMap]:
 
     A syntax error, a second document, a duplicate key or a tag the safe loader refuses
     is a :class:`ConfigError` with file and line. An empty document gives ``None``.
+    Aliases that would repeat too much (an alias bomb) and nesting deeper than
+    :data:`~ds01.config.yaml_guard.MAX_DEPTH` are refused the same way, before any
+    node tree is built (:mod:`ds01.config.yaml_guard`).
     """
+    finding = check_aliases(text)
+    if finding is not None:
+        raise problems_error(
+            [Problem(filename, finding.line, finding.key, finding.message)], hint=ALIAS_HINT
+        )
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -196,6 +205,20 @@ def _record_lines(node: yaml.Node, path: KeyPath, walk: _Walk) -> None:
     active = walk.active
     if id(node) in active:
         return
+    if len(path) > MAX_DEPTH:
+        # The walk and PyYAML's constructor recurse once per level; stop long before
+        # Python's recursion limit (an exit-1 traceback) with a located error instead.
+        raise problems_error(
+            [
+                Problem(
+                    walk.filename,
+                    node.start_mark.line + 1,
+                    dotted(path[:8]) + (" ..." if len(path) > 8 else ""),
+                    f"nested more than {MAX_DEPTH} levels deep",
+                )
+            ],
+            hint="DS01's configuration files are a few levels deep; flatten this value.",
+        )
     active.add(id(node))
     try:
         if isinstance(node, yaml.MappingNode):
@@ -262,6 +285,8 @@ def errors_to_problems(
     problems: list[Problem] = []
     for item in error.errors(include_url=False):
         loc: KeyPath = tuple(item["loc"])
+        if loc and loc[-1] == "[key]":
+            loc = loc[:-1]  # pydantic's marker for "the key itself is wrong"
         kind = item["type"]
         if kind == "extra_forbidden":
             message = "unknown key"

@@ -9,7 +9,7 @@ pydantic, NVML or the policy loader. Tests pass ready-made parts to the construc
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,7 +72,9 @@ class AppContext:
         if self._actor is None:
             from ds01.adapters.identity import resolve_actor
 
-            admin_group = self.settings.admin_group
+            # Only a root-controlled configuration may name the admin group
+            # (ds01.config.trust): never a file the caller could have written.
+            admin_group = self.settings.effective_admin_group()
             self._actor = resolve_actor(
                 act_as=self._act_as, admin_group=admin_group, environ=self.environ
             )
@@ -107,7 +109,15 @@ class AppContext:
         if self._inventory is None:
             from ds01.adapters.gpu_inventory import open_inventory
 
-            self._inventory = open_inventory(self.settings.gpu.inventory)
+            spec = self.settings.gpu.inventory
+            if spec.startswith("file:") and self.settings.require_trusted_files:
+                from ds01.config.trust import require_trusted
+
+                real = require_trusted(
+                    Path(spec[5:]), what="GPU inventory file", setting="gpu.inventory"
+                )
+                spec = f"file:{real}"
+            self._inventory = open_inventory(spec)
         return self._inventory
 
     @cached_property
@@ -128,10 +138,25 @@ class AppContext:
         from ds01.config.limits import DEFAULT_POLICY_PATH, load_policy
 
         path = self.settings.limits
+        check: Callable[[Path], Path] | None = None
+        read = path
+        if self.settings.require_trusted_files:
+            # The policy and its members files decide everybody's limits and groups:
+            # read them only from root-controlled files (ds01.config.trust).
+            from ds01.config.trust import require_trusted
+
+            read = require_trusted(path, what="resource-limits file", setting="limits")
+
+            def check(members: Path) -> Path:
+                return require_trusted(
+                    members, what="members file", setting=f"members_file in {path}"
+                )
+
         policy = load_policy(
-            path,
+            read,
             referenced_by="'limits' in the DS01 configuration",
             missing_ok=path == DEFAULT_POLICY_PATH,
+            trust_check=check,
         )
         self.warnings.extend(policy.warnings)
         return policy

@@ -73,11 +73,11 @@ def test_legitimate_values_still_load(tmp_path: Path, text: str, key: str, value
     config = tmp_path / "ds01.yaml"
     config.write_text(text)
     settings = load_settings(config, trust=ROOT)
-    found = {
-        "memlock": lambda: settings.container.ulimits.get("memlock"),
-        "nofile": lambda: settings.container.ulimits.get("nofile"),
-        "admin_group": lambda: settings.admin_group,
-        "lock_timeout": lambda: settings.gpu.lock_timeout,
-        "max_wait": lambda: settings.queue.max_wait,
-    }[key]()
+    found: object = {
+        "memlock": settings.container.ulimits.get("memlock"),
+        "nofile": settings.container.ulimits.get("nofile"),
+        "admin_group": settings.admin_group,
+        "lock_timeout": settings.gpu.lock_timeout,
+        "max_wait": settings.queue.max_wait,
+    }[key]
     assert found == value

@@ -64,6 +64,10 @@ class L:
     QUEUE_ID = f"{AIME}.DS01_QUEUE_ID"  # queue entry that produced this container
     INTERFACE = f"{AIME}.DS01_INTERFACE"  # "cli" | "deploy" | "queue"
     TEST_RUN = f"{AIME}.DS01_TEST_RUN"  # set only by the test suite, to clean up its own
+    # The process that made it ("boot:pid:start") and the journal of that create: a
+    # container whose maker died before finishing is found and removed (services.recovery).
+    CREATOR = f"{AIME}.DS01_CREATOR"
+    JOURNAL = f"{AIME}.DS01_JOURNAL"
 
     # --- Images built by DS01 (issue 5). User baked in at build time.
     MAINTAINER = f"{AIME}.MAINTAINER"  # user name the image belongs to
@@ -134,6 +138,8 @@ class ContainerLabels:
     gpu_allocated_at: str | None = None
     queue_id: str | None = None
     interface: str | None = None
+    creator: str | None = None
+    journal: str | None = None
     ds01_managed: bool = False
     mlc_version: str | None = None
     extra: tuple[tuple[str, str], ...] = ()
@@ -164,6 +170,8 @@ class ContainerLabels:
             L.GPU_ALLOCATED_AT: self.gpu_allocated_at,
             L.QUEUE_ID: self.queue_id,
             L.INTERFACE: self.interface,
+            L.CREATOR: self.creator,
+            L.JOURNAL: self.journal,
         }
         out.update({k: v for k, v in optional.items() if v is not None})
         out.update(dict(self.extra))
@@ -211,6 +219,8 @@ class ContainerLabels:
             gpu_allocated_at=labels.get(L.GPU_ALLOCATED_AT),
             queue_id=labels.get(L.QUEUE_ID),
             interface=labels.get(L.INTERFACE),
+            creator=labels.get(L.CREATOR),
+            journal=labels.get(L.JOURNAL),
             ds01_managed=labels.get(L.DS01_MANAGED) == "true"
             or labels.get(LEGACY.MANAGED) == "true",
             mlc_version=labels.get(L.MLC_VERSION),

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ds01.adapters.docker_engine import ContainerDetails
     from ds01.domain.actor import Actor
     from ds01.services.context import AppContext
+    from ds01.services.recovery import Recovered
 
 __all__ = ["ContainerService", "ContainerView", "StatsView"]
 
@@ -193,7 +194,19 @@ class ContainerService:
                 code="not_admin",
             )
         infos = self.all_containers() if all_users else self.own_containers(actor)
+        if not all_users:
+            recovered = self.recover(actor, infos, journals=False)
+            gone = {r.tag for r in recovered if r.container_removed}
+            infos = [c for c in infos if c.tag not in gone]
         return [ContainerView.of(c) for c in infos]
+
+    def recover(
+        self, actor: Actor, listing: list[ContainerInfo] | None = None, *, journals: bool = True
+    ) -> list[Recovered]:
+        """Remove what the actor's interrupted creates left half-made (never fails)."""
+        from ds01.services.recovery import RecoveryService
+
+        return RecoveryService(self.ctx).sweep_user(actor, listing, journals=journals)
 
     def stats(self, actor: Actor) -> list[StatsView]:
         from concurrent.futures import ThreadPoolExecutor
@@ -227,6 +240,7 @@ class ContainerService:
         self.start(actor, details.info.tag)
 
     def start(self, actor: Actor, name: str) -> ContainerDetails:
+        self.recover(actor)
         details = self.resolve(actor, name)
         info = details.info
         with audited(self.ctx, actor, "container.start", info.tag, owner=info.owner):
@@ -314,6 +328,7 @@ class ContainerService:
             )
 
     def stop(self, actor: Actor, name: str, *, timeout: int | None = None) -> ContainerDetails:
+        self.recover(actor)
         details = self.resolve(actor, name)
         info = details.info
         grace = self.ctx.settings.container.stop_timeout if timeout is None else timeout
@@ -324,6 +339,7 @@ class ContainerService:
 
     def remove(self, actor: Actor, name: str, *, force: bool = False) -> ContainerDetails:
         """Remove the container (never its image: base images are shared)."""
+        self.recover(actor)
         details = self.resolve(actor, name)
         info = details.info
         if info.state.is_active and not force:

@@ -17,6 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ds01.adapters.create_journal import Creator, crash_point
 from ds01.adapters.identity import require_non_root
 from ds01.adapters.locks import host_lock
 from ds01.domain.allocation import (
@@ -43,6 +44,7 @@ from ds01.services.limits import (
     plan_container_limits,
 )
 from ds01.services.mounts import CreatedDirs, ensure_workspace, plan_mounts
+from ds01.services.provisioning import begin, rollback
 
 if TYPE_CHECKING:
     from ds01.adapters.docker_engine import ImageInfo
@@ -103,6 +105,8 @@ class Prepared:
     queue_id: int | None = None
     allocation: Allocation | None = None
     created: bool = False
+    creator: str | None = None  # the creating process, for the container's label
+    journal: str | None = None  # the record of this create (adapters.create_journal)
 
 
 @dataclass(frozen=True)
@@ -308,34 +312,56 @@ class CreateService:
     def create(
         self, actor: Actor, req: CreateRequest, *, on_progress: ProgressFn | None = None
     ) -> CreateResult:
-        """Create a container, or queue the request (``--wait``) when no GPU fits now."""
+        """Create a container, or queue the request (``--wait``) when no GPU fits now.
+
+        The create is recorded (:mod:`ds01.adapters.create_journal`) before anything is
+        made and the record cleared only when it is done or completely undone, so that
+        whatever a kill or a lost engine leaves half-made is removed by the next command
+        (:mod:`ds01.services.recovery`). ``crash_point`` marks the steps tests kill at.
+        """
+        from ds01.services.recovery import RecoveryService
+
         require_non_root(actor)
         validate_name(req.name)
         tag = container_tag(req.name, actor.uid)
+        # Earlier interrupted creates first: one may have left a container of this name.
+        RecoveryService(self.ctx).sweep_user(actor)
         with audited(self.ctx, actor, "container.create", tag) as audit:
             prepared = self.prepare(actor, req, on_progress)
+            journal = begin(self.ctx, prepared)
+            crash_point("journal")
             made = CreatedDirs()
+            queued: int | None = None
             try:
                 if prepared.default_workspace:
                     made = ensure_workspace(actor, prepared.workspace, self.ctx.settings)
+                crash_point("dirs")
                 with self.lock():
                     allocation = self.allocate(prepared)
                     if allocation is None:
                         queued = self.enqueue(prepared)
-                        audit.result = "queued"
-                        audit.add(queue_id=queued)
-                        return self.result(prepared, None, queued=queued)
-                    self.make_container(prepared, allocation)
-                self.finish(prepared)
+                    else:
+                        crash_point("locked")
+                        self.make_container(prepared, allocation)
+                        crash_point("created")
+                if allocation is not None:
+                    self.finish(prepared)
+                    crash_point("started")
             except BaseException:
                 # Ctrl-C, a lost connection, a failed start: no container, no directory.
-                if prepared.created:
-                    self.ctx.engine.remove(prepared.tag, force=True)
-                made.rollback()
+                rollback(self.ctx, prepared, made, journal)
                 raise
-            result = self.result(prepared, allocation)
-            audit.add(image=prepared.image.ref, gpus=list(result.gpus), limits=result.limits)
-            return result
+            if queued is not None:
+                audit.result = "queued"
+                audit.add(queue_id=queued)
+                result = self.result(prepared, None, queued=queued)
+            else:
+                result = self.result(prepared, allocation)
+                audit.add(image=prepared.image.ref, gpus=list(result.gpus), limits=result.limits)
+        crash_point("recorded")
+        if journal is not None:
+            journal.commit()  # from here on the container is complete and reported
+        return result
 
     def lock(self) -> AbstractContextManager[float]:
         """The host-wide lock around decide-and-create (never skipped; exit 4 on timeout)."""
@@ -416,6 +442,8 @@ class CreateService:
             gpu_allocated_at=now if uuids else None,
             queue_id=str(prepared.queue_id) if prepared.queue_id else None,
             interface=req.interface,
+            creator=prepared.creator or Creator.me().encode(),
+            journal=prepared.journal,
         )
         env = {"HOME": user.home, "USER": user.name}
         if uuids:

@@ -202,8 +202,10 @@ class EnforceService:
         clock_start = time.monotonic()
         now = self.ctx.clock.now()
         report = PassReport(started_at=now, dry_run=dry_run)
-        listing = ContainerService(self.ctx).all_containers()
         wanted = None if owners is None else set(owners)
+        if not dry_run:
+            self._recover(wanted, report)
+        listing = ContainerService(self.ctx).all_containers()
         in_scope = [
             c for c in listing if c.decoded is not None and (wanted is None or c.owner in wanted)
         ]
@@ -249,6 +251,16 @@ class EnforceService:
         self.ctx.warnings.clear()
         report.duration_s = time.monotonic() - clock_start
         return report
+
+    def _recover(self, owners: set[str] | None, report: PassReport) -> None:
+        """What interrupted creates left half-made goes before anything is judged (the
+        messages reach the report's warnings through the context)."""
+        from ds01.services.recovery import RecoveryService
+
+        try:
+            RecoveryService(self.ctx).sweep_all(owners)
+        except Exception as exc:  # the pass's own work must still be done and reported
+            report.fail(None, None, exc, prefix="clean-up of interrupted creates")
 
     def _apply_limits(self, in_scope: list[ContainerInfo], report: PassReport) -> None:
         """Owners' aggregate limits (root only): a policy edit reaches them within a pass."""

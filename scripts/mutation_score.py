@@ -31,11 +31,11 @@ def read_equivalents(path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     if not path.exists():
         return out
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
+    for raw in path.read_text().splitlines():
+        entry = raw.split("#", 1)[0].strip()
+        if not entry:
             continue
-        name, _, reason = line.partition(" ")
+        name, _, reason = entry.partition(" ")
         if not reason.strip():
             sys.exit(f"{path}: {name} has no reason; say why it cannot change behaviour")
         out[name] = reason.strip()

@@ -9,11 +9,19 @@ from pathlib import Path
 
 import pytest
 
+from ds01.config import loader
 from ds01.config.loader import load_settings
 from ds01.config.trust import TrustContext
 from ds01.errors import ConfigError
 
 ROOT = TrustContext(caller_uid=0, system_install=None)
+
+
+@pytest.fixture(autouse=True)
+def _any_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Values only; what this host's engine can set is tested in test_engine_rlimits."""
+    monkeypatch.setattr(loader, "engine_ceilings", lambda _env: None)
+
 
 BAD = [
     ("gpu:\n  lock_timeout: 1e309\n", 2, "gpu.lock_timeout", "finite"),

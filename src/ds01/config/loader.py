@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ds01.adapters.engine_rlimits import UNLIMITED, engine_ceilings
 from ds01.config.settings import DEFAULT_CONFIG_PATH, INTERNAL_KEYS, Settings, config_path
 from ds01.config.trust import TrustContext, check_path, current_trust, untrusted_error
 from ds01.config.yaml_source import (
+    LineMap,
     Problem,
     dotted,
     line_for,
@@ -42,6 +44,35 @@ def _writable_or_creatable(path: Path) -> bool:
     return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
 
 
+def _engine_problems(settings: Settings, line_map: LineMap, path: Path) -> list[Problem]:
+    """ulimits in the file that the local Docker engine cannot set (see engine_rlimits).
+
+    Docker accepts them (``memlock: -1`` is its "unlimited"), but an engine without
+    CAP_SYS_RESOURCE fails every container start that asks for more than its own hard
+    limit. Checked only for keys the file names, and only when the engine is local.
+    """
+    named = [k for k in settings.container.ulimits if ("container", "ulimits", k) in line_map]
+    if not named:
+        return []
+    ceilings = engine_ceilings(os.environ) or {}
+    problems: list[Problem] = []
+    for name in named:
+        want, cap = settings.container.ulimits[name], ceilings.get(name, UNLIMITED)
+        if cap == UNLIMITED or (want != UNLIMITED and want <= cap):
+            continue
+        shown = "-1 (unlimited)" if want == UNLIMITED else str(want)
+        why = (
+            "the kernel's fs.nr_open or the engine's own limit"
+            if name == "nofile"
+            else "the engine lacks CAP_SYS_RESOURCE (rootless or nested Docker), so it "
+            "cannot go above its own hard limit"
+        )
+        key = ("container", "ulimits", name)
+        message = f"{shown} is more than the Docker engine on this host can set ({cap}): {why}"
+        problems.append(Problem(str(path), line_for(line_map, key), dotted(key), message))
+    return problems
+
+
 def _read(path: Path) -> Settings:
     data, line_map = load_yaml_with_lines(path, what="DS01 configuration")
     if isinstance(data, dict):
@@ -52,7 +83,17 @@ def _read(path: Path) -> Settings:
                 for k in internal
             ]
             raise problems_error(problems, hint="Remove it: it is not a configuration key.")
-    return validate_located(Settings, {} if data is None else data, path=path, line_map=line_map)
+    settings = validate_located(
+        Settings, {} if data is None else data, path=path, line_map=line_map
+    )
+    problems = _engine_problems(settings, line_map, path)
+    if problems:
+        raise problems_error(
+            problems,
+            hint="Give at most the value shown, or remove the key; or give dockerd that "
+            "limit (e.g. LimitMEMLOCK=infinity in its systemd unit) and CAP_SYS_RESOURCE.",
+        )
+    return settings
 
 
 def load_settings(path: Path | None = None, *, trust: TrustContext | None = None) -> Settings:

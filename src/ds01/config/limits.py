@@ -88,6 +88,8 @@ _HINT = "See docs/resource-limits.md for every key, its units and examples."
 # names; keep them to characters that need no quoting anywhere.
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _DOCKER_MIN_MEMORY = 6 * 1024**2
+# Vets a members file before it is read (ds01.config.trust): raises, or the path to read.
+TrustCheck = Callable[[Path], Path] | None
 
 # --------------------------------------------------------------------------- value types
 # Each validator turns the YAML value into its final type (bytes, seconds, Fraction) or
@@ -326,11 +328,7 @@ class _MembersFile:
 
 
 def _read_members_file(
-    reader: _Reader,
-    policy_dir: Path,
-    group: str,
-    text_path: str,
-    trust_check: Callable[[Path], Path] | None = None,
+    reader: _Reader, policy_dir: Path, group: str, text_path: str, trust_check: TrustCheck
 ) -> _MembersFile:
     """The names in a members file, each with its line; problems go to the reader.
 
@@ -341,9 +339,7 @@ def _read_members_file(
     path = Path(text_path)
     if not path.is_absolute():
         path = policy_dir / path
-    # The trust check (ds01.config.trust) raises for a file others could write, and
-    # gives the resolved path to read.
-    read = path if trust_check is None else trust_check(path)
+    read = path if trust_check is None else trust_check(path)  # raises if others can write
     try:
         text = read.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -528,7 +524,7 @@ def load_policy(
     *,
     referenced_by: str | None = None,
     missing_ok: bool = False,
-    trust_check: Callable[[Path], Path] | None = None,
+    trust_check: TrustCheck = None,
 ) -> PolicyFile:
     """Load and check the resource-limits file at ``path``.
 
@@ -554,9 +550,7 @@ def parse_policy(text: str, *, path: Path) -> PolicyFile:
     return _build(data, lines, path)
 
 
-def _build(
-    data: Any, lines: LineMap, path: Path, trust_check: Callable[[Path], Path] | None = None
-) -> PolicyFile:
+def _build(data: Any, lines: LineMap, path: Path, trust_check: TrustCheck = None) -> PolicyFile:
     reader = _Reader(str(path), dict(lines), [], [], {})
     normalised = _normalise(reader, data)
     try:

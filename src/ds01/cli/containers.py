@@ -61,7 +61,7 @@ def create(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Create a container from a catalog framework, your project image, or --image."""
-    from ds01.services.create import CreateRequest, CreateService
+    from ds01.services.create import CreateRequest, CreateResult, CreateService
 
     app_ctx = make_context(ctx)
     name = require(name, "NAME")
@@ -82,29 +82,37 @@ def create(
     actor = app_ctx.actor
     from ds01.cli.progress import PullProgress
 
-    with PullProgress(enabled=not json_out) as progress:
-        result = CreateService(app_ctx).create(actor, request, on_progress=progress.update)
-    flush_warnings(app_ctx)
-    if json_out:
-        from ds01.cli.output import emit_json
+    def show(result: CreateResult) -> None:
+        # Called by create() before it records the container as complete: a kill before
+        # the result is shown leaves a container the next command removes (issue 10).
+        progress.__exit__(None, None, None)  # the pull bars are done; idempotent
+        flush_warnings(app_ctx)
+        if json_out:
+            from ds01.cli.output import emit_json
 
-        emit_json(result.to_dict())
+            emit_json(result.to_dict())
+            return
+        from ds01.cli.output import console
+
+        out = console()
         if result.queued:
-            raise typer.Exit(EXIT_NO_CAPACITY)
-        return
-    from ds01.cli.output import console
+            out.print(
+                f"Queued as request [bold]{result.queued}[/bold]: no GPU fits now. "
+                "You will be told when the container is created ('ds01 gpu queue')."
+            )
+            return
+        gpu_text = ", ".join(result.gpus) if result.gpus else "none"
+        out.print(f"Created [bold]{result.name}[/bold] ({result.container}) from {result.image}")
+        out.print(f"  workspace {result.workspace} -> /workspace;  GPUs: {gpu_text}")
+        out.print(f"Open it with: [bold]ds01 container open {result.name}[/bold]")
 
-    out = console()
-    if result.queued:
-        out.print(
-            f"Queued as request [bold]{result.queued}[/bold]: no GPU fits now. "
-            "You will be told when the container is created ('ds01 gpu queue')."
+    with PullProgress(enabled=not json_out) as progress:
+        result = CreateService(app_ctx).create(
+            actor, request, on_progress=progress.update, on_result=show
         )
+    flush_warnings(app_ctx)
+    if result.queued:
         raise typer.Exit(EXIT_NO_CAPACITY)  # exit 4: no capacity now; the request waits
-    gpu_text = ", ".join(result.gpus) if result.gpus else "none"
-    out.print(f"Created [bold]{result.name}[/bold] ({result.container}) from {result.image}")
-    out.print(f"  workspace {result.workspace} -> /workspace;  GPUs: {gpu_text}")
-    out.print(f"Open it with: [bold]ds01 container open {result.name}[/bold]")
 
 
 @app.command("open")

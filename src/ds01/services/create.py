@@ -310,14 +310,21 @@ class CreateService:
             )
 
     def create(
-        self, actor: Actor, req: CreateRequest, *, on_progress: ProgressFn | None = None
+        self,
+        actor: Actor,
+        req: CreateRequest,
+        *,
+        on_progress: ProgressFn | None = None,
+        on_result: Callable[[CreateResult], None] | None = None,
     ) -> CreateResult:
         """Create a container, or queue the request (``--wait``) when no GPU fits now.
 
         The create is recorded (:mod:`ds01.adapters.create_journal`) before anything is
         made and the record cleared only when it is done or completely undone, so that
         whatever a kill or a lost engine leaves half-made is removed by the next command
-        (:mod:`ds01.services.recovery`). ``crash_point`` marks the steps tests kill at.
+        (:mod:`ds01.services.recovery`). ``on_result`` shows the result to the user
+        before the record is cleared, so that "complete" means "reported" too.
+        ``crash_point`` marks the steps tests kill at.
         """
         from ds01.services.recovery import RecoveryService
 
@@ -359,6 +366,8 @@ class CreateService:
                 result = self.result(prepared, allocation)
                 audit.add(image=prepared.image.ref, gpus=list(result.gpus), limits=result.limits)
         crash_point("recorded")
+        if on_result is not None:
+            on_result(result)
         if journal is not None:
             journal.commit()  # from here on the container is complete and reported
         return result

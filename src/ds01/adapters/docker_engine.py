@@ -268,6 +268,10 @@ class DockerEngine:
         }
         if spec.hostname:
             kwargs["hostname"] = spec.hostname
+        if spec.entrypoint is not None:
+            # [""] is how the docker CLI says "no entrypoint" (--entrypoint ""): the
+            # image's is dropped, not merged in front of the command.
+            kwargs["entrypoint"] = list(spec.entrypoint) or [""]
         optional = {
             "nano_cpus": lim.nano_cpus,
             "mem_limit": lim.memory,

@@ -37,7 +37,9 @@ __all__ = [
     "read_user_file",
     "readable_by",
     "resolve_user_path",
+    "user_given_path",
     "user_roots",
+    "walk_user_dir",
     "writable_by",
 ]
 
@@ -102,17 +104,9 @@ def user_roots(
     return out
 
 
-def resolve_user_path(
-    actor: Actor,
-    raw: str,
-    *,
-    what: str,
-    roots: Sequence[Path],
-    cwd: Path,
-    directory: bool,
-) -> Path:
-    """The real path of a user-given path, checked: under a root, of the right type,
-    readable by the user. Anything else is bad input (exit 2) and nothing is touched."""
+def user_given_path(actor: Actor, raw: str, *, what: str, cwd: Path) -> Path:
+    """A user-typed path made absolute: ``~`` is their home, relative is from ``cwd``.
+    Nothing is resolved or looked at here."""
     if any(c in raw for c in "\x00\n\r"):
         raise UsageError(f"The {what} path contains control characters.", code="bad_path")
     if raw.startswith("~"):
@@ -124,7 +118,21 @@ def resolve_user_path(
         given = Path(actor.home + raw[1:])
     else:
         given = Path(raw)
-    absolute = given if given.is_absolute() else cwd / given
+    return given if given.is_absolute() else cwd / given
+
+
+def resolve_user_path(
+    actor: Actor,
+    raw: str,
+    *,
+    what: str,
+    roots: Sequence[Path],
+    cwd: Path,
+    directory: bool,
+) -> Path:
+    """The real path of a user-given path, checked: under a root, of the right type,
+    readable by the user. Anything else is bad input (exit 2) and nothing is touched."""
+    absolute = user_given_path(actor, raw, what=what, cwd=cwd)
     real = Path(os.path.realpath(absolute))
     if not any(is_within(real, root) for root in roots):
         shown = ", ".join(str(r) for r in roots)
@@ -167,6 +175,79 @@ def open_real_dir(path: Path) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+_SEARCH = (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)
+_MAX_LINKS = 40  # the kernel's own limit on symlinks in one lookup
+
+
+def walk_user_dir(
+    actor: Actor, path: Path, *, follow: bool, file_ok: bool = False
+) -> tuple[Path, os.stat_result]:
+    """Resolve the absolute ``path`` to a directory as the kernel would for ``actor``, one
+    component at a time, and return its real path and its ``stat`` (``st_dev``/``st_ino``
+    name the very directory that was checked, whatever the path means later).
+
+    Each component is opened with ``O_PATH | O_NOFOLLOW`` and looked at through that
+    descriptor, so what is checked is what was opened: a link swapped in during the walk
+    is either seen as a link or not at all, never followed behind our back. Symlinks are
+    followed by reading them (``follow``), or refused with ``ELOOP`` (a path that was
+    already resolved must not contain one). Search permission on every directory passed
+    is the actor's, from the mode bits, so root acting for a user (a queue grant in
+    ``enforce``) reaches no more than the user could. With ``file_ok`` the last component
+    may also be a file (a bind-mounted file). Raises ``OSError`` (``ENOENT``, ``ENOTDIR``,
+    ``EACCES``, ``ELOOP``).
+    """
+    if not path.is_absolute():
+        raise ValueError(f"not absolute: {path}")
+    todo = list(reversed(path.parts[1:]))
+    fds = [os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)]
+    names: list[str] = []
+    links = 0
+    try:
+        while todo:
+            part = todo.pop()
+            if part in ("", "."):
+                continue
+            if actor.uid != 0 and not _allows(actor, os.fstat(fds[-1]), _SEARCH):
+                raise PermissionError(errno.EACCES, "no search permission", _joined(names))
+            if part == "..":
+                if len(fds) > 1:  # ".." of "/" is "/"
+                    os.close(fds.pop())
+                    names.pop()
+                continue
+            fd = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fds[-1])
+            st = os.fstat(fd)
+            if stat.S_ISLNK(st.st_mode):
+                try:
+                    # The link this descriptor holds, not whatever the name means now.
+                    target = os.readlink("", dir_fd=fd)
+                finally:
+                    os.close(fd)
+                links += 1
+                if not follow or links > _MAX_LINKS:
+                    raise OSError(errno.ELOOP, "symbolic link", _joined([*names, part]))
+                todo.extend(reversed(target.split("/")))
+                if target.startswith("/"):
+                    while len(fds) > 1:
+                        os.close(fds.pop())
+                        names.pop()
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                os.close(fd)
+                if file_ok and not any(p not in ("", ".") for p in todo):
+                    return Path(_joined([*names, part])), st
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory", _joined([*names, part]))
+            fds.append(fd)
+            names.append(part)
+        return Path(_joined(names)), os.fstat(fds[-1])
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _joined(names: Sequence[str]) -> str:
+    return "/" + "/".join(names)
 
 
 def _symlink_refusal(path: Path, exc: OSError) -> DS01Error:

@@ -13,6 +13,9 @@ from ds01.domain.naming import split_tag
 
 __all__ = [
     "KEEPALIVE_COMMAND",
+    "KEEPALIVE_TARGET",
+    "MAIN_COMMANDS",
+    "SLEEP_COMMAND",
     "ContainerInfo",
     "ContainerSpec",
     "ContainerState",
@@ -21,9 +24,21 @@ __all__ = [
 ]
 
 
+#: Where DS01's keep-alive (:mod:`ds01.domain.keepalive`) is mounted, read-only, and run.
+KEEPALIVE_TARGET = "/sbin/ds01-keepalive"
+
 #: What DS01 containers run as their main process (under docker-init): nothing, forever.
 #: Sessions are ``docker exec`` processes next to it, so ending a shell ends nothing else.
-KEEPALIVE_COMMAND: tuple[str, ...] = ("sleep", "infinity")
+#: A program from the host, not the container's own files: it runs before DS01 has
+#: checked the container's mounts (see :mod:`ds01.services.mounts`).
+KEEPALIVE_COMMAND: tuple[str, ...] = (KEEPALIVE_TARGET,)
+
+#: The image's ``sleep``: containers made before the keep-alive, and machines DS01 ships
+#: no keep-alive for.
+SLEEP_COMMAND: tuple[str, ...] = ("sleep", "infinity")
+
+#: Main processes that are DS01's own, not a user's session.
+MAIN_COMMANDS: tuple[tuple[str, ...], ...] = (KEEPALIVE_COMMAND, SLEEP_COMMAND)
 
 
 class ContainerState(StrEnum):
@@ -79,7 +94,9 @@ class ContainerSpec:
     image: str
     labels: Mapping[str, str]
     user: str  # "uid:gid"
-    command: tuple[str, ...] = KEEPALIVE_COMMAND
+    command: tuple[str, ...] = SLEEP_COMMAND
+    #: ``None``: the image's entrypoint; ``()``: none, so the command is all that runs.
+    entrypoint: tuple[str, ...] | None = None
     workdir: str = "/workspace"
     env: Mapping[str, str] = field(default_factory=dict)
     mounts: tuple[Mount, ...] = ()

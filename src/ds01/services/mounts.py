@@ -6,12 +6,28 @@ the user's home or a root an admin configured (``container.allowed_mount_roots``
 the user must be able to read it on the host. A directory the user may only read is
 mounted read-only; the workspace must be writable. The checks and the symlink-proof
 directory creation live in :mod:`ds01.adapters.user_fs`.
+
+Docker resolves a bind source itself, following symlinks, when the container starts, so
+a check of the path before that is only half the answer: a directory swapped for a link
+in between would be followed. There is no window because of three steps:
+
+1. **resolve** each path component by component without letting the kernel follow a link
+   (:func:`~ds01.adapters.user_fs.walk_user_dir`), with the owner's rights, and keep the
+   ``(st_dev, st_ino)`` of the directory that passed the checks; Docker gets its real path;
+2. **nothing of the user's runs at start**: the container's main process is DS01's
+   keep-alive from the host and the image's entrypoint is dropped
+   (:mod:`ds01.domain.keepalive`);
+3. **verify** after the start, before the container is handed over, that what is mounted
+   at each target (seen through ``/proc/<init pid>/root``) is that very directory; if not,
+   the container is removed (create) or stopped (start) and the command exits 2 with
+   ``mount_changed``.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,25 +36,34 @@ from ds01.adapters.user_fs import (
     CreatedDirs,
     is_within,
     make_user_dirs,
-    resolve_user_path,
+    readable_by,
+    user_given_path,
     user_roots,
+    walk_user_dir,
     writable_by,
 )
 from ds01.domain.actor import Actor
+from ds01.domain.containers import Mount
 from ds01.errors import UsageError
 
 if TYPE_CHECKING:
     from ds01.config.settings import Settings
 
 __all__ = [
+    "CheckedMount",
     "CreatedDirs",
     "MountPlan",
+    "check_mounts",
     "check_unchanged",
     "default_workspace",
     "ensure_workspace",
     "mount_roots",
     "plan_mounts",
+    "unchanged_stat",
 ]
+
+#: What each AIME mount target is called in messages.
+_WHAT = {"/workspace": "workspace", "/data": "data", "/models": "models"}
 
 
 def mount_roots(settings: Settings, actor: Actor) -> list[Path]:
@@ -62,11 +87,49 @@ class MountPlan:
 
 
 def _resolve(actor: Actor, raw: str, what: str, roots: list[Path], cwd: Path) -> tuple[Path, bool]:
-    real = resolve_user_path(
-        actor, raw, what=f"{what} directory", roots=roots, cwd=cwd, directory=True
-    )
+    absolute = user_given_path(actor, raw, what=f"{what} directory", cwd=cwd)
+    try:
+        real, st = walk_user_dir(actor, absolute, follow=True)
+    except OSError as exc:
+        raise _walk_error(f"{what} directory", absolute, exc) from exc
+    _check_place(actor, real, st, what, roots)
     _no_comma(real, what)
-    return real, not writable_by(actor, real.stat())
+    return real, not writable_by(actor, st)
+
+
+def _walk_error(what: str, path: Path, exc: OSError) -> UsageError:
+    if exc.errno == errno.ENOENT:
+        return UsageError(f"The {what} {path} does not exist.", code="no_such_path")
+    if exc.errno == errno.ENOTDIR:
+        return UsageError(
+            f"The {what} {path} is not a directory (or passes through a file).", code="bad_path"
+        )
+    if exc.errno == errno.EACCES:
+        return UsageError(
+            f"You cannot reach the {what} {path} on the host.",
+            hint="Pick a directory you can open yourself.",
+            code="path_not_allowed",
+        )
+    if exc.errno == errno.ELOOP:
+        return UsageError(f"The {what} {path} passes through too many links.", code="bad_path")
+    return UsageError(f"Cannot look at the {what} {path}: {exc.strerror}.", code="bad_path")
+
+
+def _check_place(
+    actor: Actor, real: Path, st: os.stat_result, what: str, roots: Sequence[Path]
+) -> None:
+    if not any(is_within(real, root) for root in roots):
+        shown = ", ".join(str(r) for r in roots)
+        raise UsageError(
+            f"The {what} directory {real} is outside the places you may use ({shown}).",
+            hint="Use a path under your home, or ask an admin to add a root to "
+            "'container.allowed_mount_roots'.",
+            code="path_not_allowed",
+        )
+    if not readable_by(actor, st, enter=True):
+        raise UsageError(
+            f"You cannot read the {what} directory {real} on the host.", code="path_not_allowed"
+        )
 
 
 def _no_comma(path: Path, what: str) -> None:
@@ -153,14 +216,91 @@ def ensure_workspace(actor: Actor, path: Path, settings: Settings | None = None)
     return make_user_dirs(actor, top, path)
 
 
-def check_unchanged(sources: Iterable[str]) -> None:
-    """Before a (re)start: every bind source is still the real directory it was checked
-    as; a directory replaced by a symlink since would make Docker mount its target."""
-    for source in sources:
-        if os.path.realpath(source) != source.rstrip("/") or os.path.islink(source):
+@dataclass(frozen=True)
+class CheckedMount:
+    """A bind mount whose source directory passed the checks, and which directory that
+    was: ``(dev, ino)`` is compared with what Docker really mounted at ``mount.target``."""
+
+    mount: Mount
+    dev: int
+    ino: int
+
+
+def _changed(what: str, source: str) -> UsageError:
+    return UsageError(
+        f"The {what} directory {source} has been replaced (by a link or another directory) "
+        "since DS01 checked it; DS01 does not mount it like that.",
+        hint="Put the real directory back (or pass the directory itself, not a link that "
+        "changes), then run the command again.",
+        code="mount_changed",
+    )
+
+
+def check_mounts(
+    settings: Settings, actor: Actor, mounts: Sequence[Mount]
+) -> tuple[CheckedMount, ...]:
+    """Right before the container is made: each source, already a real path, is walked
+    again without following any link (one found now was swapped in), with the owner's
+    rights, under the owner's roots; a directory the owner cannot write is mounted
+    read-only whatever was asked. Raises exit 2 (``mount_changed`` and the plan's codes).
+    """
+    roots = mount_roots(settings, actor)
+    out: list[CheckedMount] = []
+    for mount in mounts:
+        what = _WHAT.get(mount.target, mount.target)
+        path = Path(mount.source)
+        try:
+            real, st = walk_user_dir(actor, path, follow=False)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise _changed(what, mount.source) from exc
+            raise _walk_error(f"{what} directory", path, exc) from exc
+        if str(real) != mount.source:
+            raise _changed(what, mount.source)  # "..", "//": not the real path DS01 made
+        _check_place(actor, real, st, what, roots)
+        read_only = mount.read_only or not writable_by(actor, st)
+        if mount.target == "/workspace" and read_only:
             raise UsageError(
-                f"The mounted directory {source} has been replaced by a link since the "
-                "container was created; DS01 does not start it like that.",
-                hint="Put the real directory back, or remove the container and create it again.",
-                code="mount_changed",
+                f"You cannot write to the workspace directory {real}.",
+                hint="Pick a directory of yours, or leave -w out for ~/workspace/NAME.",
+                code="path_not_allowed",
             )
+        out.append(CheckedMount(Mount(mount.source, mount.target, read_only), st.st_dev, st.st_ino))
+    return tuple(out)
+
+
+def check_unchanged(sources: Iterable[str], actor: Actor | None = None) -> None:
+    """Every bind source is still the real path it was checked as (walked without
+    following a link, with ``actor``'s rights when given): a directory replaced by a
+    symlink since would make Docker mount the link's target. Exit 2 ``mount_changed``.
+    This is the early refusal with a clear message; what Docker then really mounts is
+    verified after the start (:mod:`ds01.services.mount_verify`)."""
+    walker = actor or _process_actor()
+    for source in sources:
+        unchanged_stat(source, walker)
+
+
+def unchanged_stat(source: str, actor: Actor) -> os.stat_result:
+    """The ``stat`` of the bind source ``source``, reached without following a link (one
+    on the way is refused with ``mount_changed``) and with ``actor``'s search rights."""
+    path = Path(source)
+    try:
+        real, st = walk_user_dir(actor, path, follow=False, file_ok=True)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _changed("mounted", source) from exc
+        raise _walk_error("mounted directory", path, exc) from exc
+    if str(real) != (source.rstrip("/") or "/"):
+        raise _changed("mounted", source)
+    return st
+
+
+def _process_actor() -> Actor:
+    import pwd
+
+    uid = os.geteuid()
+    try:
+        entry = pwd.getpwuid(uid)
+        return Actor(uid=uid, gid=os.getegid(), name=entry.pw_name, home=entry.pw_dir)
+    except KeyError:
+        return Actor(uid=uid, gid=os.getegid(), name=str(uid), home="/")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from ds01.domain.containers import KEEPALIVE_COMMAND, ContainerInfo, ContainerState
+from ds01.domain.containers import MAIN_COMMANDS, ContainerInfo, ContainerState
 from ds01.domain.devices import format_equivalents
 from ds01.domain.labels import AIME, LEGACY, L
 from ds01.domain.naming import TAG_SEPARATOR, container_tag, split_tag
@@ -111,15 +111,17 @@ class StatsView:
         }
 
 
-def _is_main_process(proc: dict[str, str], main_pid: int | None, command: Sequence[str]) -> bool:
+def _is_main_process(
+    proc: dict[str, str], main_pid: int | None, commands: Sequence[Sequence[str]]
+) -> bool:
     """The container's own init and keep-alive process, which do not count as sessions."""
     if main_pid is None:
         return False
     pid, ppid = proc.get("PID"), proc.get("PPID")
     if pid == str(main_pid):
         return True
-    cmd = proc.get("CMD") or proc.get("COMMAND") or ""
-    return ppid == str(main_pid) and bool(command) and cmd.strip() == " ".join(command)
+    cmd = (proc.get("CMD") or proc.get("COMMAND") or "").strip()
+    return ppid == str(main_pid) and any(c and cmd == " ".join(c) for c in commands)
 
 
 class ContainerService:
@@ -246,24 +248,60 @@ class ContainerService:
         with audited(self.ctx, actor, "container.start", info.tag, owner=info.owner):
             if info.state is ContainerState.RUNNING:
                 return details
-            from ds01.services.mounts import check_unchanged
-
-            check_unchanged(
-                m["Source"] for m in details.mounts if m.get("Type") == "bind" and m.get("Source")
-            )
+            checked = self._mounts_before_start(actor, details)
             labels = info.decoded
             if labels is None or not labels.gpu_uuids:
                 self.ctx.engine.start(info.tag)
-                return details
-            from ds01.services.create import CreateService
+            else:
+                from ds01.services.create import CreateService
 
-            # Its hold may have run out while it was stopped: take the devices back under
-            # the allocation lock, so no concurrent create can be handed them meanwhile.
-            with CreateService(self.ctx).lock():
-                self._check_devices(details)
-                self._check_still_ours(details)
-                self.ctx.engine.start(info.tag)
+                # Its hold may have run out while it was stopped: take the devices back
+                # under the allocation lock, so no concurrent create is handed them meanwhile.
+                with CreateService(self.ctx).lock():
+                    self._check_devices(details)
+                    self._check_still_ours(details)
+                    self.ctx.engine.start(info.tag)
+            self._verify_started(info.tag, checked)
         return details
+
+    def _mounts_before_start(self, actor: Actor, details: ContainerDetails) -> tuple[Any, ...]:
+        """The bind sources as they are now (a link on the way: exit 2), walked with the
+        owner's rights; and a keep-alive only from DS01's own installation."""
+        from ds01.adapters.keepalive import keepalive_path
+        from ds01.services.mount_verify import checked_before_start, keepalive_source
+
+        source = keepalive_source(details)
+        if source is not None and source != str(keepalive_path()):
+            raise UsageError(
+                f"The container {details.info.display_name!r} runs a keep-alive from "
+                f"{source}, which is not this DS01 installation's; DS01 does not start it.",
+                hint="Remove the container and create it again (your workspace is kept).",
+                code="container_outdated",
+            )
+        return checked_before_start(self._owner(actor, details.info), details)
+
+    def _owner(self, actor: Actor, info: ContainerInfo) -> Actor:
+        """The owner's identity, for their rights on the host (an admin may be acting)."""
+        from ds01.adapters.identity import actor_for_user
+        from ds01.errors import DS01Error
+
+        if info.owner is None or info.owner == actor.name:
+            return actor
+        try:
+            return actor_for_user(info.owner, with_groups=False)
+        except DS01Error:
+            return actor
+
+    def _verify_started(self, tag: str, checked: Sequence[Any]) -> None:
+        """Before the container is handed over: Docker mounted what was checked, else it
+        is stopped again (``mount_changed``, exit 2)."""
+        from ds01.services.mount_verify import verify_mounted
+
+        try:
+            verify_mounted(self.ctx.engine, tag, checked, what_next="stopped again")
+        except BaseException:
+            self.ctx.engine.stop(tag, timeout=0)
+            raise
 
     def _check_still_ours(self, details: ContainerDetails) -> None:
         """Under the lock: its devices are nobody else's now, and the owner's quota still
@@ -413,7 +451,7 @@ class ContainerService:
             return False
         procs = engine.top(tag)
         # Ours run docker-init + "sleep infinity"; AIME's run bash directly as the main pid.
-        return any(not _is_main_process(p, details.pid, KEEPALIVE_COMMAND) for p in procs)
+        return any(not _is_main_process(p, details.pid, MAIN_COMMANDS) for p in procs)
 
 
 def _session_env(details: ContainerDetails) -> dict[str, str]:

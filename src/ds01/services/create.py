@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ds01.adapters.create_journal import Creator, crash_point
 from ds01.adapters.identity import require_non_root
+from ds01.adapters.keepalive import keepalive_path
 from ds01.adapters.locks import host_lock
 from ds01.domain.allocation import (
     Allocation,
@@ -29,7 +30,13 @@ from ds01.domain.allocation import (
     RequestKind,
     decide,
 )
-from ds01.domain.containers import ContainerSpec, Mount
+from ds01.domain.containers import (
+    KEEPALIVE_COMMAND,
+    KEEPALIVE_TARGET,
+    SLEEP_COMMAND,
+    ContainerSpec,
+    Mount,
+)
 from ds01.domain.devices import format_equivalents
 from ds01.domain.labels import ContainerLabels, ImageLabels
 from ds01.domain.naming import container_tag, project_image_name, validate_name
@@ -43,7 +50,14 @@ from ds01.services.limits import (
     check_container_count,
     plan_container_limits,
 )
-from ds01.services.mounts import CreatedDirs, ensure_workspace, plan_mounts
+from ds01.services.mount_verify import verify_mounted
+from ds01.services.mounts import (
+    CheckedMount,
+    CreatedDirs,
+    check_mounts,
+    ensure_workspace,
+    plan_mounts,
+)
 from ds01.services.provisioning import begin, rollback
 
 if TYPE_CHECKING:
@@ -105,6 +119,7 @@ class Prepared:
     queue_id: int | None = None
     allocation: Allocation | None = None
     created: bool = False
+    checked_mounts: tuple[CheckedMount, ...] = ()  # what finish() verifies was mounted
     creator: str | None = None  # the creating process, for the container's label
     journal: str | None = None  # the record of this create (adapters.create_journal)
 
@@ -471,6 +486,15 @@ class CreateService:
                 Mount(str(prepared.models), "/models", read_only=prepared.models_read_only)
             )
         settings = self.ctx.settings
+        # Checked again now, with the owner's rights (a queue grant may run as root), and
+        # the directories' identities kept for finish() to compare with what is mounted.
+        prepared.checked_mounts = check_mounts(settings, actor, mounts)
+        mounts = [c.mount for c in prepared.checked_mounts]
+        keepalive = keepalive_path()
+        if keepalive is not None:
+            # The main process comes from the host, not from the user's image (see
+            # ds01.domain.keepalive); the image's entrypoint is dropped either way.
+            mounts.append(Mount(str(keepalive), KEEPALIVE_TARGET, read_only=True))
         spec = ContainerSpec(
             tag=prepared.tag,
             image=image.ref,
@@ -483,6 +507,8 @@ class CreateService:
             network=settings.container.network,
             hostname=_hostname(req.name),
             ulimits=settings.container.ulimits,
+            command=KEEPALIVE_COMMAND if keepalive is not None else SLEEP_COMMAND,
+            entrypoint=(),
         )
         prepared.created = True  # from here on, a failure must remove it (idempotent)
         self.ctx.engine.create(spec)
@@ -500,6 +526,10 @@ class CreateService:
                 self.ctx.engine, prepared.tag, container_user(prepared.actor), prepared.info
             )
             self.ctx.engine.start(prepared.tag)
+            # Before anyone gets it: Docker mounted the very directories checked.
+            verify_mounted(
+                self.ctx.engine, prepared.tag, prepared.checked_mounts, what_next="removed"
+            )
         except BaseException:
             self.ctx.engine.remove(prepared.tag, force=True)
             raise

@@ -243,9 +243,7 @@ def counts(engine: DockerEngine, ctx: AppContext, attempts: list[Attempt]) -> tu
     reported = {a.tag for a in attempts if a.reported}
     containers = [c for u in USERS for c in engine.list_containers([f"{L.USER}={u}"]) if c.decoded]
     unreported = sum(
-        1
-        for c in containers
-        if c.decoded.gpu_uuids and c.tag not in reported  # type: ignore[union-attr]
+        1 for c in containers if c.decoded and c.decoded.gpu_uuids and c.tag not in reported
     )
     leftover = sum(1 for a in attempts if not a.reported and a.workspace.exists())
     tags = {c.tag for c in containers}

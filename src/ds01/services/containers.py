@@ -268,7 +268,11 @@ class ContainerService:
         """The bind sources as they are now (a link on the way: exit 2), walked with the
         owner's rights; and a keep-alive only from DS01's own installation."""
         from ds01.adapters.keepalive import keepalive_path
-        from ds01.services.mount_verify import checked_before_start, keepalive_source
+        from ds01.services.mount_verify import (
+            checked_before_start,
+            keepalive_source,
+            may_verify,
+        )
 
         source = keepalive_source(details)
         if source is not None and source != str(keepalive_path()):
@@ -278,7 +282,16 @@ class ContainerService:
                 hint="Remove the container and create it again (your workspace is kept).",
                 code="container_outdated",
             )
-        return checked_before_start(self._owner(actor, details.info), details)
+        owner = self._owner(actor, details.info)
+        if not may_verify(owner.uid):
+            raise RefusedError(
+                f"Only {owner.name} or root can start {details.info.display_name!r}: DS01 "
+                "checks what Docker mounted by looking into the container from the host, "
+                "which the kernel allows only its owner and root.",
+                hint="Run the command as the owner, or with sudo.",
+                code="mount_unverified",
+            )
+        return checked_before_start(owner, details)
 
     def _owner(self, actor: Actor, info: ContainerInfo) -> Actor:
         """The owner's identity, for their rights on the host (an admin may be acting)."""
@@ -450,7 +463,8 @@ class ContainerService:
         if details.info.state is not ContainerState.RUNNING:
             return False
         procs = engine.top(tag)
-        # Ours run docker-init + "sleep infinity"; AIME's run bash directly as the main pid.
+        # Ours run docker-init + DS01's keep-alive (older ones "sleep infinity"); AIME's
+        # run bash directly as the main pid.
         return any(not _is_main_process(p, details.pid, MAIN_COMMANDS) for p in procs)
 
 

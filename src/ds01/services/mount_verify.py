@@ -13,6 +13,7 @@ look into is not handed over either (exit 1, ``mount_unverified``).
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -25,9 +26,17 @@ if TYPE_CHECKING:
     from ds01.adapters.docker_engine import ContainerDetails, DockerEngine
     from ds01.domain.actor import Actor
 
-__all__ = ["checked_before_start", "keepalive_source", "verify_mounted"]
+__all__ = ["checked_before_start", "keepalive_source", "may_verify", "verify_mounted"]
 
 _WHAT = {"/workspace": "workspace", "/data": "data", "/models": "models"}
+
+
+def may_verify(owner_uid: int) -> bool:
+    """Can this process look into a container of ``owner_uid``? The kernel lets only root
+    and the owner (the container's processes run as the owner) open ``/proc/<pid>/root``.
+    A queue grant for another user is therefore left waiting for a process that can: the
+    owner's next command or root's enforcement pass (every minute)."""
+    return os.geteuid() in (0, owner_uid)
 
 
 def checked_before_start(actor: Actor, details: ContainerDetails) -> tuple[CheckedMount, ...]:

@@ -222,6 +222,8 @@ class QueueService:
                     outcomes.append(self._fail(by_id[waiting.entry.id], waiting.detail))
             for grant in queue_plan.grants:
                 row = by_id[grant.entry.id]
+                if not self._may_grant(row):
+                    continue  # stays waiting; its devices stay free for the next pass
                 try:
                     prepared = self._prepare(row)
                     creator.make_container(prepared, grant.allocation)
@@ -241,6 +243,18 @@ class QueueService:
                 # finish() removed the container again; the entry records why.
                 outcomes.append(self._fail(row, exc.message, only_if=QueueState.GRANTED))
         return outcomes
+
+    def _may_grant(self, row: QueueRow) -> bool:
+        """Only a process that can verify the new container's mounts grants it: root or
+        the owner (see ds01.services.mount_verify.may_verify)."""
+        import pwd
+
+        from ds01.services.mount_verify import may_verify
+
+        try:
+            return may_verify(pwd.getpwnam(row.entry.user).pw_uid)
+        except KeyError:
+            return True  # an account gone is failed by the pass as before
 
     def _expire(self, rows: list[QueueRow], outcomes: list[QueueOutcome]) -> list[QueueRow]:
         max_wait = self.ctx.settings.queue.max_wait

@@ -18,7 +18,7 @@ import ds01
 from ds01.domain.keepalive import MACHINES
 from ds01.errors import UsageError
 
-__all__ = ["keepalive_path"]
+__all__ = ["keepalive_path", "vetted"]
 
 
 def keepalive_path(machine: str | None = None) -> Path | None:
@@ -28,7 +28,13 @@ def keepalive_path(machine: str | None = None) -> Path | None:
     machine = machine or platform.machine()
     if machine not in MACHINES:
         return None
-    path = Path(os.path.realpath(Path(ds01.__file__).parent / "data" / f"keepalive-{machine}"))
+    return vetted(Path(ds01.__file__).parent / "data" / f"keepalive-{machine}")
+
+
+def vetted(shipped: Path) -> Path:
+    """The real path of ``shipped`` if nobody but root or us can replace anything on it,
+    and everyone may execute it; else exit 2 (``keepalive_untrusted``)."""
+    path = Path(os.path.realpath(shipped))
     trusted = {0, os.geteuid()}
     current = Path("/")
     problem = None

@@ -148,7 +148,9 @@ def test_request_encode_decode_round_trip(request_: GpuRequest) -> None:
 
 @pytest.mark.parametrize("text", ["gpus:x", "gpus:0", "profile:bad", "mig", "cpu-only:1"])
 def test_request_decode_rejects_garbage(text: str) -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(
+        UsageError, match=r"is not a stored GPU request|whole number of GPUs|is not a MIG profile"
+    ):
         GpuRequest.decode(text)
 
 
@@ -175,13 +177,15 @@ def test_quota_values_become_exact_fractions() -> None:
     ],
 )
 def test_quota_rejects_invalid_values(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(
+        ConfigError, match=r"must not be negative|whole number ≥ 0|names no MIG profile"
+    ):
         GpuQuota(**kwargs)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("value", ["lots", True, "1/0"])
 def test_to_equivalents_rejects_non_numbers(value: object) -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"^GPU equivalents must be a number"):
         to_equivalents(value)  # type: ignore[arg-type]
 
 
@@ -430,7 +434,7 @@ def test_busy_machine_is_capacity_exit_4() -> None:
     with pytest.raises(NoCapacityError) as exc:
         require_allocation(nofit)
     assert exc.value.exit_code == 4
-    with pytest.raises(RefusedError):
+    with pytest.raises(RefusedError, match=r"more than u\'s limit of 1 GPU device per container"):
         require_allocation(
             decide(GpuRequest.gpus(2), "u", GpuQuota(max_gpus_per_container=1), inv, [])
         )

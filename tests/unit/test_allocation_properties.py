@@ -1,9 +1,15 @@
-"""Property-based tests of the allocator and the queue over random machines and users.
+"""Property-based tests of the allocator and the queue, against an independent model.
 
 Inventories mix whole GPUs, MIG-partitioned 7-slice and 4-slice GPUs with random valid
 profiles, MIG-enabled GPUs with no instances, and (as a backend bug) MIG-enabled GPUs
 also listed whole. Random users with random quotas send random requests; every grant is
 applied as a holding and random holdings are freed.
+
+Every decision is compared, quantity by quantity, with :mod:`tests.unit.gpu_model`: which
+devices (exactly), what they are charged (exact fractions from slices over the GPU's total
+slices), the quota refusal's held/asked/allowed, the no-fit counts, and the queue's order
+(priority + step * floor(wait / interval)), grants and reasons. The model enumerates
+placements and counts charges itself; it shares no helper with the implementation.
 """
 
 from __future__ import annotations
@@ -16,27 +22,14 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ds01.domain.allocation import (
-    Allocation,
-    NoFit,
-    Refusal,
-    allocatable_devices,
-    decide,
-    usable_devices,
-)
+from ds01.domain.allocation import Allocation, NoFit, Refusal, decide
 from ds01.domain.devices import Device, Gpu, Inventory
-from ds01.domain.gpu_request import (
-    GpuQuota,
-    GpuRequest,
-    Holding,
-    RequestKind,
-    parse_mig_profile,
-    user_equivalents,
-)
-from ds01.domain.queue import Aging, Grant, QueueEntry, Waiting, WaitReason, order, plan
+from ds01.domain.gpu_request import GpuQuota, GpuRequest, Holding
+from ds01.domain.queue import Aging, Grant, QueueEntry, Waiting, order, plan
+from tests.unit import gpu_model as model
 from tests.unit.test_allocation import A30_PROFILES, A100_PROFILES, T0, full_gpu, inventory, mig_gpu
 
-PROPS = settings(max_examples=120, deadline=None)
+PROPS = settings(max_examples=100, deadline=None)
 USERS = ("ann", "bob", "cyd", "dee")
 ALL_PROFILES = sorted({*A100_PROFILES, *A30_PROFILES})
 
@@ -71,20 +64,26 @@ def inventories(draw: st.DrawFn) -> Inventory:
     return inventory(*(draw(gpus(i)) for i in range(count)))
 
 
-# Mostly permissive policies, so that many requests are granted and the machine fills up;
-# the restrictive values still come up often enough to exercise every refusal.
+# Limits that sit exactly on sums of device weights (k/7, k/4, k/28) come up often, so the
+# quota's "held + asked > limit" boundary is hit on, just below and just above.
+BOUNDARY_LIMITS = sorted(
+    {Fraction(k, 7) for k in range(15)}
+    | {Fraction(k, 4) for k in range(9)}
+    | {Fraction(k, 28) for k in (1, 11, 15, 29)}
+)
 quotas = st.builds(
     GpuQuota,
     max_gpu_equivalents=st.one_of(
         st.none(),
+        st.sampled_from(BOUNDARY_LIMITS),
         st.fractions(min_value=Fraction(1, 7), max_value=4, max_denominator=28),
-        st.fractions(min_value=0, max_value=1, max_denominator=7),
     ),
     max_gpus_per_container=st.sampled_from([None, 3, None, 2, 1, 0]),
     allow_full_gpu=st.sampled_from([True, False, True]),
     allowed_mig_profiles=st.one_of(
         st.none(),
         st.none(),
+        st.just(()),
         st.lists(st.sampled_from(ALL_PROFILES), unique=True, max_size=4).map(tuple),
     ),
     priority=st.integers(0, 100),
@@ -117,74 +116,71 @@ operations = st.lists(
         st.builds(Free, st.integers(0, 1000)),
     ),
     min_size=4,
-    max_size=40,
+    max_size=30,
 )
 
-# --------------------------------------------------------------------------- checks
+# --------------------------------------------------------------------------- comparison
 
 
-def check_allocation(
-    alloc: Allocation, request: GpuRequest, quota: GpuQuota, inv: Inventory
-) -> None:
-    """Everything one allocation must satisfy on its own."""
-    devices = alloc.devices
-    assert len(devices) == request.devices_asked
-    assert len({d.uuid for d in devices}) == len(devices)
-    assert alloc.equivalents == sum((d.equivalents for d in devices), Fraction(0))
-    assert alloc.cuda_visible_devices == ",".join(d.uuid for d in devices)
-    if devices:
-        assert alloc.gpus_label == "device=" + alloc.cuda_visible_devices.replace(",", ";")
-    offered = set(allocatable_devices(inv))
-    mig_on = {g.index for g in inv.gpus if g.mig_enabled}
-    for d in devices:
-        assert d in offered
-        assert d.is_mig or d.gpu_index not in mig_on  # a MIG-enabled GPU never whole
-        if not quota.allow_full_gpu:
-            assert d.is_mig  # MIG-only users never get a whole GPU
-        if d.is_mig:
-            assert quota.may_use_profile(d.mig_profile or "")
-    assert len({d.is_mig for d in devices}) <= 1  # never a mix of kinds
-    cap = quota.max_gpus_per_container
-    assert cap is None or len(devices) <= cap
-    if request.kind is RequestKind.PROFILE:
-        want = parse_mig_profile(request.profile or "")
-        assert want is not None
-        (d,) = devices
-        assert d.slices >= want.slices
+def as_holdings(held: list[model.ModelHolding]) -> list[Holding]:
+    """The model's holdings as the implementation reads them (charge from the model)."""
+    return [Holding(h.container, h.user, h.uuids, h.charge) for h in held]
 
 
-def check_state(holdings: list[Holding], quotas_by_user: dict[str, GpuQuota]) -> None:
-    """Invariants of the whole machine: exclusive devices, nobody above quota."""
-    uuids = [u for h in holdings for u in h.device_uuids]
-    assert len(uuids) == len(set(uuids)), "a device is held twice"
-    for user, quota in quotas_by_user.items():
-        limit = quota.max_gpu_equivalents
-        assert limit is None or user_equivalents(holdings, user) <= limit
+def same(decision: object, expected: model.Outcome) -> None:
+    """The implementation's decision equals the model's, quantity by quantity."""
+    if isinstance(decision, Allocation):
+        assert expected.kind == "alloc", (decision, expected)
+        assert tuple(sorted(decision.uuids)) == expected.devices
+        assert decision.equivalents == expected.charge
+        # Handed to Docker and CUDA by GPU index, then UUID.
+        assert [(d.gpu_index, d.uuid) for d in decision.devices] == sorted(
+            (d.gpu_index, d.uuid) for d in decision.devices
+        )
+        assert decision.cuda_visible_devices == ",".join(decision.uuids)
+        return
+    if isinstance(decision, Refusal):
+        assert decision.reason.value == expected.kind, (decision, expected)
+        if expected.kind == "gpu_quota_exceeded":
+            assert (decision.held, decision.asked, decision.allowed) == (
+                expected.held,
+                expected.asked,
+                expected.allowed,
+            )
+            assert decision.to_error().exit_code == 3
+        return
+    assert isinstance(decision, NoFit), decision
+    assert decision.reason.value == expected.kind, (decision, expected)
+    assert (decision.usable, decision.free) == (expected.usable, expected.free)
+    assert decision.to_error().exit_code == (4 if expected.kind == "capacity" else 2)
 
 
 def run(
     inv: Inventory, quotas_by_user: dict[str, GpuQuota], ops: list[Ask | Free]
-) -> list[Holding]:
-    """Apply the operations, checking every decision and the state after each step."""
-    holdings: list[Holding] = []
+) -> list[model.ModelHolding]:
+    """Apply the operations, comparing every decision with the model and checking that no
+    device is held twice and nobody is charged above their limit (the model's count)."""
+    held: list[model.ModelHolding] = []
     for k, op in enumerate(ops):
         if isinstance(op, Free):
-            if holdings:
-                holdings.pop(op.pick % len(holdings))
+            if held:
+                held.pop(op.pick % len(held))
             continue
         quota = quotas_by_user[op.user]
+        holdings = as_holdings(held)
         decision = decide(op.request, op.user, quota, inv, holdings)
-        # Deterministic, and blind to the order holdings were read back in.
-        assert decide(op.request, op.user, quota, inv, list(reversed(holdings))) == decision
-        if isinstance(decision, Allocation):
-            check_allocation(decision, op.request, quota, inv)
-            holdings.append(decision.as_holding(f"c{k}", op.user))
-        else:
-            assert isinstance(decision, Refusal | NoFit)
-            assert decision.message
-            assert decision.to_error().exit_code in (2, 3, 4)
-        check_state(holdings, quotas_by_user)
-    return holdings
+        expected = model.decide(op.request, op.user, quota, inv, held)
+        same(decision, expected)
+        # Blind to the order holdings were read back in.
+        assert decide(op.request, op.user, quota, inv, holdings[::-1]) == decision
+        if expected.kind == "alloc" and expected.devices:
+            held.append(model.ModelHolding(f"c{k}", op.user, expected.devices, expected.charge))
+        uuids = [u for h in held for u in h.uuids]
+        assert len(uuids) == len(set(uuids)), "a device is held twice"
+        for user, q in quotas_by_user.items():
+            limit = q.max_gpu_equivalents
+            assert limit is None or model.charged(held, user) <= limit
+    return held
 
 
 # --------------------------------------------------------------------------- allocator
@@ -192,7 +188,7 @@ def run(
 
 @PROPS
 @given(inventories(), user_quotas, operations)
-def test_random_sequences_keep_every_invariant(
+def test_every_decision_matches_the_model(
     inv: Inventory, quotas_by_user: dict[str, GpuQuota], ops: list[Ask | Free]
 ) -> None:
     run(inv, quotas_by_user, ops)
@@ -214,23 +210,23 @@ def test_decisions_ignore_input_order(
     rnd: random.Random,
 ) -> None:
     user, request = ask.user, ask.request
-    holdings = run(inv, quotas_by_user, ops)
+    holdings = as_holdings(run(inv, quotas_by_user, ops))
     expected = decide(request, user, quotas_by_user[user], inv, holdings)
     devices = list(inv.devices)
-    shuffled_holdings = list(holdings)
     rnd.shuffle(devices)
-    rnd.shuffle(shuffled_holdings)
+    rnd.shuffle(holdings)
     shuffled = Inventory(inv.gpus, tuple(devices), inv.source)
-    assert decide(request, user, quotas_by_user[user], shuffled, shuffled_holdings) == expected
+    assert decide(request, user, quotas_by_user[user], shuffled, holdings) == expected
 
 
 @PROPS
 @given(inventories(), user_quotas, st.sampled_from(USERS), requests)
-def test_refusal_and_never_do_not_depend_on_other_users(
+def test_an_empty_machine_never_says_capacity(
     inv: Inventory, quotas_by_user: dict[str, GpuQuota], user: str, request: GpuRequest
 ) -> None:
-    """On an empty machine nothing is ever 'capacity': it fits, is refused, or never fits."""
+    """On an empty machine a request fits, is refused, or never fits: never 'capacity'."""
     decision = decide(request, user, quotas_by_user[user], inv, [])
+    same(decision, model.decide(request, user, quotas_by_user[user], inv, []))
     assert not (isinstance(decision, NoFit) and decision.reason.value == "capacity")
 
 
@@ -240,6 +236,11 @@ entries_strategy = st.lists(
     st.tuples(st.sampled_from(USERS), requests, st.integers(0, 100), st.integers(0, 600)),
     min_size=1,
     max_size=8,
+)
+agings = st.builds(
+    lambda minutes, step: (timedelta(minutes=minutes), step),
+    st.sampled_from([1, 7, 30, 60, 90]),
+    st.integers(0, 5),
 )
 
 
@@ -251,104 +252,79 @@ def make_entries(raw: list[tuple[str, GpuRequest, int, int]]) -> list[QueueEntry
 
 
 @PROPS
-@given(inventories(), user_quotas, operations, st.integers(0, 1000), entries_strategy)
-def test_a_pass_grants_the_head_when_it_fits_and_keeps_invariants(
+@given(
+    inventories(),
+    user_quotas,
+    operations,
+    st.integers(0, 1000),
+    entries_strategy,
+    agings,
+    st.integers(0, 24 * 60),
+)
+def test_a_queue_pass_matches_the_model(  # noqa: PLR0917 (hypothesis passes positionally)
     inv: Inventory,
     quotas_by_user: dict[str, GpuQuota],
     ops: list[Ask | Free],
     freed: int,
     raw: list[tuple[str, GpuRequest, int, int]],
+    aging: tuple[timedelta, int],
+    later: int,
 ) -> None:
-    holdings = run(inv, quotas_by_user, ops)
-    if holdings:
-        holdings.pop(freed % len(holdings))  # a device frees up
+    """Order, positions, effective priorities, the exact devices granted and why each
+    other entry waits, all as the model's pass (with reservation) has them."""
+    held = run(inv, quotas_by_user, ops)
+    if held:
+        held.pop(freed % len(held))  # a device frees up
     entries = make_entries(raw)
-    now = T0 + timedelta(hours=12)
-    result = plan(entries, now, inv, holdings, quotas_by_user)
-    ordered = order(entries, now)
-    head = ordered[0]
-    direct = decide(head.request, head.user, quotas_by_user[head.user], inv, holdings)
-    if isinstance(direct, Allocation):
-        assert result.grants[0].entry == head
-        assert result.grants[0].allocation == direct
-    else:
-        assert all(g.entry != head for g in result.grants)
-
-    # Every entry is accounted for once, at its place in the order.
-    items: list[Grant | Waiting] = [*result.grants, *result.waiting]
-    placed = sorted(items, key=lambda item: item.position)
-    assert [item.entry for item in placed] == ordered
-
-    # Grants are exclusive, on free devices, within quota and policy, one after another.
-    state = list(holdings)
-    for g in result.grants:
-        check_allocation(g.allocation, g.entry.request, quotas_by_user[g.entry.user], inv)
-        state.append(g.allocation.as_holding(f"q{g.entry.id}", g.entry.user))
-        check_state(state, quotas_by_user)
-
-    # Reservation: no grant takes a device an earlier capacity-waiter could use and afford.
-    for g in result.grants:
-        taken = set(g.allocation.uuids)
-        for w in result.waiting:
-            if w.position > g.position or w.why is not WaitReason.CAPACITY:
-                continue
-            quota = quotas_by_user[w.entry.user]
-            grants_before_w = [
-                x.allocation.as_holding("x", x.entry.user)
-                for x in result.grants
-                if x.position < w.position
-            ]
-            spent = user_equivalents([*holdings, *grants_before_w], w.entry.user)
-            limit = quota.max_gpu_equivalents
-            wanted = {
-                d.uuid
-                for d in usable_devices(w.entry.request, quota, inv)
-                if limit is None or d.equivalents <= limit - spent
-            }
-            assert not taken & wanted, (w.entry, g.entry)
+    now = T0 + timedelta(minutes=later)
+    interval, step = aging
+    result = plan(entries, now, inv, as_holdings(held), quotas_by_user, aging=Aging(interval, step))
+    expected = model.queue_pass(
+        entries, now, inv, held, quotas_by_user, interval=interval, step=step
+    )
+    items: list[Grant | Waiting] = sorted(
+        [*result.grants, *result.waiting], key=lambda item: item.position
+    )
+    got = [
+        model.PlanRow(
+            item.entry.id,
+            item.position,
+            tuple(sorted(item.allocation.uuids)) if isinstance(item, Grant) else None,
+            item.why.value if isinstance(item, Waiting) else None,
+            item.effective_priority if isinstance(item, Waiting) else expected_row.effective,
+        )
+        for item, expected_row in zip(items, expected, strict=True)
+    ]
+    assert got == expected
+    assert [e.id for e in order(entries, now, Aging(interval, step))] == [
+        r.entry_id for r in expected
+    ]
 
 
 @PROPS
-@given(inventories(), user_quotas, entries_strategy, st.randoms(use_true_random=False))
-def test_freed_devices_go_to_the_queue_head(
-    inv: Inventory,
-    quotas_by_user: dict[str, GpuQuota],
-    raw: list[tuple[str, GpuRequest, int, int]],
-    rnd: random.Random,
+@given(
+    st.lists(st.tuples(st.integers(0, 100), st.integers(0, 5000)), min_size=2, max_size=8),
+    st.integers(1, 120),
+    st.integers(0, 10),
+    st.integers(-60, 5000),
+)
+def test_order_is_priority_plus_step_per_whole_interval(
+    raw: list[tuple[int, int]], interval_min: int, step: int, extra_min: int
 ) -> None:
-    """Start with every device busy and free them one at a time, in random order. While
-    the head waits for capacity no later entry gets a device the head could use; as soon
-    as the head fits, the pass grants it first."""
-    busy = [
-        Holding(f"x{k}", "outsider", (d.uuid,), d.equivalents)
-        for k, d in enumerate(allocatable_devices(inv))
+    """The order is by priority + step * floor(wait / interval), then enqueue time, then
+    id; checked on waits that are exact multiples of the interval (the boundary)."""
+    aging = Aging(interval=timedelta(minutes=interval_min), step=step)
+    entries = [
+        QueueEntry(k, "u", GpuRequest.gpus(1), "{}", priority, T0 + timedelta(minutes=at))
+        for k, (priority, at) in enumerate(raw)
     ]
-    rnd.shuffle(busy)
-    entries = make_entries(raw)
-    now = T0 + timedelta(hours=12)
-    head = order(entries, now)[0]
-    quota = quotas_by_user[head.user]
-    limit = quota.max_gpu_equivalents
-    head_could_use = {
-        d.uuid
-        for d in usable_devices(head.request, quota, inv)
-        if limit is None or d.equivalents <= limit
-    }
-    while True:
-        result = plan(entries, now, inv, busy, quotas_by_user)
-        fits = isinstance(decide(head.request, head.user, quota, inv, busy), Allocation)
-        if fits:
-            assert result.grants[0].entry == head
-            return
-        status = result.status(head.id)
-        assert isinstance(status, Waiting)
-        if status.why is WaitReason.CAPACITY:
-            for g in result.grants:
-                assert not set(g.allocation.uuids) & head_could_use, (head, g.entry)
-        if not busy:
-            assert status.why is not WaitReason.CAPACITY  # an empty machine: never "capacity"
-            return
-        busy.pop()
+    for now in (
+        T0 + timedelta(minutes=extra_min),
+        entries[0].enqueued_at + aging.interval * 3,  # exactly three intervals
+        entries[0].enqueued_at + aging.interval * 3 - timedelta(microseconds=1),
+    ):
+        interval = timedelta(minutes=interval_min)
+        assert order(entries, now, aging) == model.queue_order(entries, now, interval, step)
 
 
 @PROPS
@@ -361,9 +337,10 @@ def test_freed_devices_go_to_the_queue_head(
 def test_aging_lifts_every_entry_over_all_later_arrivals(
     raw: list[tuple[int, int]], interval_min: int, step: int, extra_min: int
 ) -> None:
-    """An entry ranks ahead of every entry that came at least the overtake window later,
-    whatever their priorities: aging eventually brings it to the front."""
-    aging = Aging(interval=timedelta(minutes=interval_min), step=step)
+    """An entry ranks ahead of every entry that came at least ceil(gap / step) intervals
+    later, whatever their priorities: aging eventually brings it to the front."""
+    interval = timedelta(minutes=interval_min)
+    aging = Aging(interval=interval, step=step)
     entries = [
         QueueEntry(k, "u", GpuRequest.gpus(1), "{}", priority, T0 + timedelta(minutes=at))
         for k, (priority, at) in enumerate(raw)
@@ -372,25 +349,8 @@ def test_aging_lifts_every_entry_over_all_later_arrivals(
     rank = {e.id: i for i, e in enumerate(order(entries, now, aging))}
     for e in entries:
         for f in entries:
-            window = aging.overtake_window(f.priority - e.priority)
-            assert window is not None
+            gap = f.priority - e.priority
+            window = interval * max(0, -(-gap // step))  # ceil(gap / step) intervals
+            assert aging.overtake_window(gap) == window
             if f.enqueued_at - e.enqueued_at >= max(window, timedelta(microseconds=1)):
                 assert rank[e.id] < rank[f.id]
-
-
-@PROPS
-@given(st.integers(0, 100), st.integers(0, 100), st.integers(1, 60), st.integers(1, 10))
-def test_a_waiting_entry_reaches_the_front_of_later_arrivals(
-    low: int, high: int, interval_min: int, step: int
-) -> None:
-    """However low its priority, an entry waiting long enough is first among newcomers."""
-    aging = Aging(interval=timedelta(minutes=interval_min), step=step)
-    old = QueueEntry(0, "u", GpuRequest.gpus(1), "{}", low, T0)
-    window = aging.overtake_window(high - low) or timedelta(0)
-    now = T0 + window + timedelta(minutes=interval_min)
-    newcomers = [
-        QueueEntry(k, "v", GpuRequest.gpus(1), "{}", high, now - timedelta(minutes=m))
-        for k, m in enumerate((0, 1, interval_min // 2), start=1)
-        if now - timedelta(minutes=m) >= T0 + window
-    ]
-    assert order([*newcomers, old], now, aging)[0] == old

@@ -203,7 +203,10 @@ def test_override_not_in_catalog_lists_the_valid_archs(flag: str | None, env: st
 
 
 def test_override_valid_for_ds01_but_absent_from_this_catalog_is_refused() -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(
+        UsageError,
+        match=r"--arch ROCM6 names architecture 'ROCM6', which the catalog does not have",
+    ):
         host_arch([], flag=ROCM6, env=None, catalog_archs=CUDA_ARCHS)
 
 

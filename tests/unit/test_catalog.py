@@ -173,7 +173,7 @@ def test_version_matches_exactly(v2: Catalog) -> None:
     aime = v2.lookup("Pytorch", "2.8.0-aime", "CUDA_ADA")
     assert plain.image == "aimehub/pytorch-2.8.0-cuda12.6.3"
     assert aime.image == "aimehub/pytorch-2.8.0-aime-cuda12.6.3"
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match=r"Pytorch has no version '2.8.0-AIME' for CUDA_ADA"):
         v2.lookup("Pytorch", "2.8.0-AIME", "CUDA_ADA")
 
 
@@ -319,7 +319,7 @@ def test_entries_for_rejects_typos(v2: Catalog) -> None:
     with pytest.raises(UsageError) as err:
         v2.entries_for("tensorflw")
     assert "Tensorflow" in err.value.details["closest"]
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match=r"no images for architecture 'GFX'"):
         v2.entries_for(arch="GFX")
 
 
@@ -359,7 +359,9 @@ def test_comments_blank_lines_whitespace_crlf_and_bom_are_tolerated() -> None:
 def test_empty_catalog_parses_to_nothing() -> None:
     catalog = small("# nothing yet\n\n")
     assert catalog.entries == () and catalog.archs == ()
-    with pytest.raises(UsageError):
+    with pytest.raises(
+        UsageError, match=r"no images for architecture 'CUDA'. Architectures in it: none"
+    ):
         catalog.lookup("Pytorch", None, "CUDA")
 
 

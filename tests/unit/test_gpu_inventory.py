@@ -313,7 +313,10 @@ def test_compute_apps_tolerates_commas_and_missing_memory() -> None:
         ("GPU-x", GpuProcess(17, 100, "python3, a, b")),
         ("MIG-y", GpuProcess(18, None, "worker")),
     ]
-    with pytest.raises(GpuQueryError):
+    with pytest.raises(
+        GpuQueryError,
+        match=r"unexpected nvidia-smi --query-compute-apps line: 'No running processes found'",
+    ):
         parse_compute_apps("No running processes found\n")
 
 
@@ -346,7 +349,13 @@ def test_compute_capability_from_product_name(name: str, cc: tuple[int, int] | N
 def test_smi_without_driver_is_unavailable(rc: int) -> None:
     runner = FakeRunner({QUERY_GPU: (rc, "NVIDIA-SMI has failed because it couldn't communicate")})
 
-    with pytest.raises(GpuUnavailableError):
+    with pytest.raises(
+        GpuUnavailableError,
+        match=(
+            r"^nvidia-smi cannot be used: the (NVIDIA driver is not loaded \(exit 9\)|NVML "
+            r"library was not found \(exit 12\))"
+        ),
+    ):
         SmiInventory(run=runner).read()
 
 

@@ -113,7 +113,7 @@ def test_cpu_percent_after_counter_reset_uses_the_new_count() -> None:
 
 
 def test_cpu_percent_rejects_nonsense_cpu_count() -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match=r"^ncpus must be at least 1, got 0\.$"):
         cpu_percent(0, 1, 60.0, ncpus=0)
 
 
@@ -272,7 +272,13 @@ def test_busy_factor_counts_mig_fractions_exactly() -> None:
 
 @pytest.mark.parametrize(("share", "factor"), [(1.5, 0.5), (-0.1, 0.5), (0.8, 0.0), (0.8, 1.2)])
 def test_busy_factor_rejects_nonsense_configuration(share: float, factor: float) -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(
+        ConfigError,
+        match=(
+            r"^The busy-server (share must be between 0 and 1|factor must be above 0 and at "
+            r"most 1), got"
+        ),
+    ):
         busy_factor(1, 2, share, factor)
 
 

@@ -512,18 +512,22 @@ def test_stop_notice_says_grace_and_gpu_hold() -> None:
 
 
 def test_policy_rejects_a_window_longer_than_the_timeout() -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(
+        ConfigError, match=r"idle window \(0:20:00\) is longer than the idle timeout \(0:10:00\)"
+    ):
         ContainerPolicy(idle_timeout=10 * MIN, idle_window=20 * MIN)
 
 
 @pytest.mark.parametrize("levels", [(0, 50), (80, 80), (80, 100)])
 def test_policy_rejects_bad_warning_levels(levels: tuple[int, ...]) -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(
+        ConfigError, match=r"idle_warn_at must be distinct percentages between 0 and 100"
+    ):
         ContainerPolicy(idle_warn_at=levels)
 
 
 def test_policy_rejects_non_positive_durations() -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"max_runtime must be positive, got 0:00:00"):
         ContainerPolicy(max_runtime=timedelta(0))
 
 

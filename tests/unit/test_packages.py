@@ -156,7 +156,10 @@ def test_split_package_list_splits_only_on_spaces_and_tabs() -> None:
     assert split_package_list("  pandas\tnumpy>=1  ") == ["pandas", "numpy>=1"]
     # A newline stays inside its entry, so validation sees (and refuses) it.
     assert split_package_list("x\nRUN curl evil | sh") == ["x\nRUN", "curl", "evil", "|", "sh"]
-    with pytest.raises(UsageError):
+    with pytest.raises(
+        UsageError,
+        match=r"--pip 'x\\nRUN': it contains characters that can't go on a Dockerfile line",
+    ):
         parse_pip_specs(split_package_list("x\nRUN curl evil | sh"))
 
 
@@ -182,9 +185,18 @@ def test_any_pep508_requirement_in_the_safe_alphabet_is_accepted(
 )
 def test_any_entry_with_a_dangerous_character_is_refused(text: str, bad: str, at: int) -> None:
     entry = text[:at] + bad + text[at:]
-    with pytest.raises(UsageError):
+    with pytest.raises(
+        UsageError,
+        match=r"^Some pip packages can't be used; nothing was written or built:\n  --pip ",
+    ):
         parse_pip_specs([entry])
-    with pytest.raises(UsageError):
+    with pytest.raises(
+        UsageError,
+        match=(
+            r"^Some apt packages can't be used; nothing was written or built:\n  --apt .*not "
+            r"a Debian package name"
+        ),
+    ):
         parse_apt_specs([entry])
 
 
@@ -461,7 +473,13 @@ def test_custom_tier_add_replaces_in_place_and_appends() -> None:
     added = tier.added(pip=["Rich==13.0", "httpx"], apt=["sox"])
     assert [s.text for s in added.pip] == ["Rich==13.0", "tqdm", "httpx"]
     assert [a.text for a in added.apt] == ["ffmpeg", "sox"]
-    with pytest.raises(UsageError):
+    with pytest.raises(
+        UsageError,
+        match=(
+            r"--add-pip 'x\\nRUN evil': it contains characters that can't go on a Dockerfile "
+            r"line"
+        ),
+    ):
         tier.added(pip=["x\nRUN evil"])
 
 

@@ -256,7 +256,13 @@ def test_two_groups_in_one_step_need_a_rule() -> None:
     assert err.value.exit_code == 2
     assert "membership_precedence" in (err.value.hint or "")
     # precedence that names neither candidate does not decide either.
-    with pytest.raises(ConfigError):
+    with pytest.raises(
+        ConfigError,
+        match=(
+            r"user 'dave' is in several groups .* membership_precedence does not say which "
+            r"one applies"
+        ),
+    ):
         find_group(_membership_policy(membership_precedence=("student",)), "dave")
 
 

@@ -91,9 +91,11 @@ def test_aging_lifts_an_old_low_priority_entry_over_newcomers() -> None:
 
 
 def test_aging_settings_are_validated() -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(
+        ConfigError, match=r"^The queue aging interval must be positive, not 0:00:00\.$"
+    ):
         Aging(interval=timedelta(0))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"^The queue aging step must not be negative, not -1\.$"):
         Aging(step=-1)
     off = Aging(step=0)
     assert off.overtake_window(5) is None

@@ -150,9 +150,9 @@ def test_format_duration(seconds: int, text: str) -> None:
 
 
 def test_format_refuses_negative() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^a size cannot be negative: -1$"):
         format_size(-1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^a duration cannot be negative: -1$"):
         format_duration(-1)
 
 
@@ -165,7 +165,7 @@ def test_format_cpus(cpus: float, text: str) -> None:
 
 @pytest.mark.parametrize("cpus", [0.0, -1.0, math.nan, math.inf])
 def test_format_cpus_refuses_nonsense(cpus: float) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^a CPU limit must be a positive number, not "):
         format_cpus(cpus)
 
 

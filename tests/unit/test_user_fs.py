@@ -46,7 +46,9 @@ def test_roots_come_from_the_home_not_from_links_inside_it(me: Actor, home: Path
 
 
 def test_another_users_home_is_refused(me: Actor, home: Path) -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(
+        UsageError, match=r"^The data directory path '~root/x' names another user's home\.$"
+    ):
         resolve_user_path(
             me, "~root/x", what="data directory", roots=[home], cwd=home, directory=True
         )
@@ -83,7 +85,7 @@ def test_read_user_file_refuses_a_symlink(me: Actor, home: Path, tmp_path: Path)
     secret = tmp_path / "secret"
     secret.write_text("top secret")
     (home / "reqs.txt").symlink_to(secret)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match=r"reqs.txt is, or passes through, a symbolic link"):
         read_user_file(me, home / "reqs.txt", what="requirements file")
     (home / "real.txt").write_text("numpy\n")
     assert read_user_file(me, home / "real.txt", what="requirements file") == b"numpy\n"
@@ -93,12 +95,12 @@ def test_append_user_file_never_follows_links(me: Actor, home: Path, tmp_path: P
     victim = tmp_path / "victim"
     victim.write_text("original\n")
     (home / ".ds01-alerts").symlink_to(victim)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match=r"Too many levels of symbolic links"):
         append_user_file(home, ".ds01-alerts", "hello\n", uid=me.uid, gid=me.gid)
     assert victim.read_text() == "original\n"
     (home / ".ds01-alerts").unlink()
     os.link(victim, home / ".ds01-alerts")  # a hard link to someone else's file
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match=r"not a plain file"):
         append_user_file(home, ".ds01-alerts", "hello\n", uid=me.uid, gid=me.gid)
     assert victim.read_text() == "original\n"
     (home / ".ds01-alerts").unlink()
@@ -107,5 +109,5 @@ def test_append_user_file_never_follows_links(me: Actor, home: Path, tmp_path: P
 
 
 def test_append_user_file_refuses_a_directory_of_someone_else(me: Actor, home: Path) -> None:
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match=r"directory not owned by the user"):
         append_user_file(home, ".ds01-alerts", "x\n", uid=me.uid + 1, gid=me.gid)

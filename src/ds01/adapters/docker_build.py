@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ds01.domain.containers import ContainerInfo
-from ds01.errors import BuildError, EngineError, UsageError
+from ds01.errors import BuildError, EngineError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
     from ds01.adapters.docker_engine import DockerEngine
@@ -49,6 +49,7 @@ __all__ = [
     "MayRead",
     "containers_using",
     "images_built_on",
+    "onbuild_triggers",
     "run_build",
     "write_context",
 ]
@@ -537,3 +538,15 @@ def images_built_on(engine: DockerEngine, image_id: str) -> list[str]:
     with engine.translate_errors(f"list images built on {image_id[:19]}"):
         rows = engine.api.images(all=True)
     return [str(r["Id"]) for r in rows if r.get("ParentId") == image_id]
+
+
+def onbuild_triggers(engine: DockerEngine, ref: str) -> list[str]:
+    """The ONBUILD triggers of the local image ``ref`` (they run in a build on it);
+    ``[]`` when it has none or is not on this host."""
+    try:
+        with engine.translate_errors(f"inspect image {ref!r}"):
+            data = engine.api.inspect_image(ref)
+    except NotFoundError:
+        return []  # not here: nothing of it is read from this host
+    config = data.get("Config") or {}
+    return [str(t) for t in config.get("OnBuild") or ()]

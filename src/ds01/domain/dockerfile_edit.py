@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ds01.domain.dockerfile import (
     _APT_HEAD,
@@ -34,6 +34,7 @@ from ds01.domain.dockerfile import (
     _package_tiers,
     _user_section,
 )
+from ds01.domain.dockerfile_refs import read_dockerfile
 from ds01.domain.labels import LIST_SEPARATOR, L
 from ds01.domain.packages import CustomTier, parse_apt_specs, parse_pip_specs
 from ds01.errors import UsageError
@@ -169,7 +170,6 @@ def replace_custom_tier(text: str, custom: CustomTier) -> str:
 
 _FROM = re.compile(r"\s*FROM\s+(.+)", re.IGNORECASE)
 _DIRECTIVE = re.compile(r"#\s*([A-Za-z]+)\s*=\s*(\S*)\s*")
-_FROM_FLAG = re.compile(r"--from=(\S+)", re.IGNORECASE)
 
 
 def _check_user_dockerfile(lines: Sequence[str]) -> None:
@@ -198,59 +198,26 @@ def _check_user_dockerfile(lines: Sequence[str]) -> None:
         )
 
 
-def _from_words(line: str) -> list[str] | None:
-    """The words of a ``FROM`` line after its flags (image, ``AS``, stage name);
-    ``None`` for any other line."""
-    match = _FROM.match(line)
-    if match is None:
+def dockerfile_base_image(text: str, build_args: Mapping[str, str] | None = None) -> str | None:
+    """The image the final stage of a Dockerfile builds on, following stage names and
+    resolving build arguments (:func:`~ds01.domain.dockerfile_refs.read_dockerfile`);
+    ``None`` when it can't be told (the build refuses such a file)."""
+    try:
+        return read_dockerfile(text, build_args).final_base
+    except UsageError:
         return None
-    return [w for w in match.group(1).split() if not w.startswith("--")]
 
 
-def dockerfile_base_image(text: str) -> str | None:
-    """The image the final stage of a Dockerfile builds on, following stage names;
-    ``None`` when it depends on an ``ARG`` or can't be told."""
-    stages: dict[str, str] = {}
-    last: str | None = None
-    for line in text.splitlines():
-        words = _from_words(line)
-        if not words:
-            continue
-        last = stages.get(words[0].lower(), words[0])
-        if len(words) >= 3 and words[1].lower() == "as":
-            stages[words[2].lower()] = last
-    if last is None or "$" in last:
-        return None
-    return last
+def images_referenced(text: str, build_args: Mapping[str, str] | None = None) -> list[str]:
+    """The images a Dockerfile's build reads files from (``FROM``, ``--from=``, a mount's
+    ``from=``), build arguments resolved, in order, each once.
 
-
-def images_referenced(text: str) -> list[str]:
-    """The images a Dockerfile builds on or copies from (``FROM``, ``--from=``), in order,
-    each once.
-
-    Stage names, stage numbers and references that depend on an ``ARG`` are left out:
-    those are not images the engine has under that name. Which of them a user may build
-    on is for the caller to decide (the engine knows whose an image is; this text doesn't).
+    Stage names and stage numbers are left out: those are not images the engine has under
+    that name. What cannot be resolved as every builder would is refused (exit 2). Which of
+    them a user may build on is for the caller to decide (the engine knows whose an image
+    is; this text doesn't).
     """
-    stages: set[str] = set()
-    found: list[str] = []
-
-    def add(ref: str) -> None:
-        named = ref.lower() in stages or ref.isdigit() or "$" in ref
-        if not named and ref not in found:
-            found.append(ref)
-
-    for line in text.splitlines():
-        words = _from_words(line)
-        if words is not None:  # a FROM line's flags are not --from= references
-            if words:
-                add(words[0])
-                if len(words) >= 3 and words[1].lower() == "as":
-                    stages.add(words[2].lower())
-            continue
-        for ref in _FROM_FLAG.findall(line):
-            add(ref)
-    return found
+    return read_dockerfile(text, build_args).refs()
 
 
 def wrap_user_dockerfile(text: str, spec: ImageSpec) -> str:

@@ -40,6 +40,7 @@ from ds01.adapters.docker_build import (
     ContextFile,
     containers_using,
     images_built_on,
+    onbuild_triggers,
     run_build,
     write_context,
 )
@@ -48,7 +49,8 @@ from ds01.adapters.docker_build import (
 from ds01.adapters.user_fs import open_real_dir as walk_real_directory
 from ds01.adapters.user_fs import read_user_file, readable_by, resolve_user_path
 from ds01.domain.dockerfile import BuildNetwork
-from ds01.domain.dockerfile_edit import images_referenced
+from ds01.domain.dockerfile_labels import check_labels, ownership_labels
+from ds01.domain.dockerfile_refs import DockerfileReading, read_dockerfile, read_triggers
 from ds01.domain.labels import ImageLabels, L
 from ds01.domain.naming import docker_safe_component
 from ds01.errors import BuildError, ConfigError, EngineError, RefusedError, UsageError
@@ -195,12 +197,47 @@ class ImageBuilder:
     # -- whose images a build touches ----------------------------------------------
 
     def check_target(self, actor: Actor, plan: BuildPlan) -> ImageInfo | None:
-        """Refuse (exit 3) a build that would take another owner's image name or build
-        on another user's image; return the image of this name the build replaces."""
+        """Refuse a build that would take another owner's image name or read another
+        user's image (exit 3), or whose Dockerfile DS01 cannot read as the engine will or
+        sets DS01's labels (exit 2); return the image of this name the build replaces.
+
+        Every image the build reads is checked: each stage's ``FROM`` (build arguments
+        resolved), ``COPY --from``, ``RUN --mount`` ``from=``, ONBUILD instructions, and
+        what the ONBUILD triggers of each base image read and label.
+        """
+        reading = self.read_dockerfile(actor, plan)
         previous = self.own_image(actor, plan.image, plan.project)
-        for ref in images_referenced(plan.dockerfile_text):
+        for ref in reading.refs():
             self.check_base(actor, ref)
+        ownership = self.ownership_labels(actor, plan, reading)
+        for base in dict.fromkeys(reading.bases):
+            images, labels = read_triggers(onbuild_triggers(self.ctx.engine, base), base)
+            check_labels(labels, ownership)
+            for use in images:
+                self.check_base(actor, use.ref, via=f"the ONBUILD triggers of {base}")
         return previous
+
+    def read_dockerfile(self, actor: Actor, plan: BuildPlan) -> DockerfileReading:
+        """The images and labels of ``plan``'s Dockerfile, as the engine will read them
+        with DS01's build arguments; exit 2 for what cannot be resolved, or a label of
+        DS01's that the Dockerfile may not set."""
+        reading = read_dockerfile(plan.dockerfile_text, plan.network.build_args())
+        check_labels(reading.labels, self.ownership_labels(actor, plan, reading))
+        return reading
+
+    def ownership_labels(
+        self, actor: Actor, plan: BuildPlan, reading: DockerfileReading
+    ) -> dict[str, str]:
+        """The labels the engine sets on the image, overriding the Dockerfile's and the
+        base's: who it is for and what it was really built on."""
+        return ownership_labels(
+            image=plan.image,
+            project=plan.project,
+            login=actor.name,
+            uid=actor.uid,
+            gid=actor.gid,
+            base=reading.final_base,
+        )
 
     def own_image(self, actor: Actor, image: str, project: str) -> ImageInfo | None:
         """The image ``image`` if it is this user's build of ``project``, ``None`` if there
@@ -227,9 +264,10 @@ class ImageBuilder:
             details={"image": image, "owner": owner or None},
         )
 
-    def check_base(self, actor: Actor, ref: str) -> None:
-        """Refuse (exit 3) to build on an image DS01 built for another user: it may hold
-        their files. Admins may; images without DS01's labels (the catalog's) are fine."""
+    def check_base(self, actor: Actor, ref: str, *, via: str | None = None) -> None:
+        """Refuse (exit 3) to build on (or copy from) an image DS01 built for another
+        user: it may hold their files. Admins may; images without DS01's labels (the
+        catalog's) are fine. ``via`` says how the build reaches ``ref``, for the message."""
         if actor.is_admin:
             return
         info = self.ctx.engine.image(ref)
@@ -237,9 +275,10 @@ class ImageBuilder:
             return  # not on this host: what the build finds is no user's DS01 image
         owner = image_owner(info)
         if owner and owner != actor.name:
+            reached = f" (through {via})" if via else ""
             raise RefusedError(
-                f"{ref} is an image DS01 built for another user ({owner}); you may not "
-                "build on it, as it may hold their files.",
+                f"{ref}{reached} is an image DS01 built for another user ({owner}); you may "
+                "not build on it or copy from it, as it may hold their files.",
                 hint="Build on a catalog image (--framework/--version) or on an image of your own.",
                 code="base_not_yours",
             )
@@ -315,17 +354,16 @@ class ImageBuilder:
     ) -> BuildReport:
         """Build ``plan`` as its project's image; the log is kept whatever happens.
 
-        The ownership labels (custom image, maintainer, project) are set by the engine on
-        the final image, overriding the Dockerfile's: ownership is DS01's to say. A build
+        The ownership labels (:func:`~ds01.domain.dockerfile_labels.ownership_labels`:
+        custom image, maintainer, project, baked uid/gid/account, base image) are set by the
+        engine on the final image, overriding the Dockerfile's and the base image's:
+        ownership is DS01's to say. A build
         this one replaces is removed when nothing uses it any more. ``failure_hint``
         replaces the generic advice when a step fails.
         """
         previous = self.check_target(actor, plan)
-        labels = {
-            L.CUSTOM_IMAGE: plan.image,
-            L.MAINTAINER: actor.name,
-            L.IMAGE_PROJECT: plan.project,
-        }
+        # Build labels override the Dockerfile's and the base image's: ownership is DS01's.
+        labels = self.ownership_labels(actor, plan, self.read_dockerfile(actor, plan))
         image, dockerfile_text, context_dir = plan.image, plan.dockerfile_text, plan.context_dir
         network, ca_files = plan.network, plan.ca_files
         log_path, log = self._open_log(actor, image)

@@ -253,12 +253,14 @@ class ImageService:
             requirements=requirements,
             requirements_name=requirements_name,
         )
+        network, ca_files = self.builder.network()
         if own_text is not None:
-            base = dockerfile_base_image(own_text) or "unknown"
+            # Build arguments resolved as the engine will; a file that can't be resolved
+            # is refused (exit 2) when the wrapped text is read, before anything is written.
+            base = dockerfile_base_image(own_text, network.build_args()) or "unknown"
             framework = "custom"
         else:
             base, framework = self._base(req)
-        network, ca_files = self.builder.network()
         spec = ImageSpec(
             base_image=base,
             project=req.name,
@@ -312,6 +314,8 @@ class ImageService:
             plan = draft.build_plan(req.name, image)
             if req.build:  # before anything is written: the name and the bases are usable
                 self.builder.check_target(actor, plan)
+            else:  # even unbuilt, a Dockerfile DS01 cannot read or that sets its labels
+                self.builder.read_dockerfile(actor, plan)
             made = CreatedDirs([])
             try:
                 made = self.files.ensure_project_dir(actor, project)

@@ -333,7 +333,7 @@ def test_custom_packages_install_as_root_into_the_system_python() -> None:
         ("Jane.Doe@Uni.EDU", "jane_doe"),
         ("root", "u_root"),
         ("_svc", "svc"),
-        ("x" * 40, "x" * 24 + "_" + account_name("x" * 40)[-7:]),
+        ("x" * 40, "x" * 24 + "_bd913ff"),  # sha256("x" * 40) begins bd913ff
     ],
 )
 def test_account_names(login: str, account: str) -> None:

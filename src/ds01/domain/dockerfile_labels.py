@@ -71,8 +71,7 @@ def check_labels(labels: Sequence[LabelUse], ownership: Mapping[str, str]) -> No
         expected = None if use.onbuild else ownership.get(use.key)
         mine = "" if expected is None else f" (DS01 sets {expected!r} itself)"
         raise UsageError(
-            f"The Dockerfile sets the label {shown} at {use.place}{mine}; {why}, and a "
-            "Dockerfile may not set them.",
+            f"{use.place} sets the label {shown}{mine}; {why}, and a Dockerfile may not set them.",
             hint="Remove that label: DS01 labels every image with its owner, project and "
             "user itself. Put your own labels under a namespace of yours (e.g. "
             "org.example.note=...).",

@@ -82,7 +82,7 @@ class ImageUse:
     """An image the build reads: its reference as the engine will look it up."""
 
     ref: str
-    place: str  # "line 3 (FROM)", for messages
+    place: str  # "Line 3 of the Dockerfile (FROM)", for messages
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ class _Reader:
             )
         else:
             image = ref
-            self.images.append(ImageUse(ref, f"{self.where(inst).lower()} (FROM)"))
+            self.images.append(ImageUse(ref, f"{self.where(inst)} (FROM)"))
             self.bases.append(ref)
         self.stages.append((name, image))
 
@@ -267,7 +267,7 @@ class _Reader:
             if index is not None and index < done:
                 return
         if _valid_image(value):
-            place = f"{self.where(inst).lower()} ({how})"
+            place = f"{self.where(inst)} ({how})"
             self.images.append(ImageUse(value, place))
 
     def sources(self, inst: Instruction, *, later: bool) -> None:
@@ -328,7 +328,7 @@ class _Reader:
                     "Check its quotes.",
                     "bad_dockerfile",
                 ) from exc
-            place = f"{self.where(inst).lower()} ({'ONBUILD ' if onbuild else ''}LABEL)"
+            place = f"{self.where(inst)} ({'ONBUILD ' if onbuild else ''}LABEL)"
             self.labels.append(LabelUse(key, stored, place, onbuild))
 
     def heredoc(self, inst: Instruction) -> None:

@@ -396,6 +396,8 @@ class _Word:
             raise WordError(f"'${{{first}' is a bad substitution")
         name = self.name()
         ch = self.next()
+        if not ch:
+            raise WordError("a closing '}' is missing")
         if ch == "}":
             return self.value(name)
         if ch == ":" and self.peek() in ("-", "+"):

@@ -8,10 +8,12 @@ leaves no file, directory or image behind.
 
 The image is ``<project>-<user>-image:latest`` (:func:`~ds01.domain.naming.project_image_name`),
 the name ``container create NAME`` looks for. Its ownership labels (custom image, maintainer,
-project) are set by the engine at build time, so an edited Dockerfile cannot make an image
-look like someone else's. Those labels, not the name, decide whose an image is: two users'
-projects can share a name (``a-b`` of ``c``, ``a`` of ``b-c``), and DS01 never builds over,
-lists, builds on or deletes an image whose labels name another user.
+project, the baked uid/gid/account, the base) are set by the engine at build time, and a
+Dockerfile that sets a label of DS01's is refused (:mod:`ds01.domain.dockerfile_labels`), so
+an edited Dockerfile cannot make an image look like someone else's. Those labels, not the
+name, decide whose an image is: two users' projects can share a name (``a-b`` of ``c``,
+``a`` of ``b-c``), and DS01 never builds over, lists, builds on or deletes an image whose
+labels name another user.
 
 Building itself is :mod:`ds01.services.image_build`; deleting is
 :mod:`ds01.services.image_delete`, reached through :meth:`ImageService.delete`.

@@ -1,49 +1,42 @@
-"""The append-only event log: who did what, when, with which result.
+"""The event log: who did what, when, with which result, attributed by the kernel.
 
-Rows can be added, never changed: SQLite triggers abort any UPDATE or DELETE, so the
-audit trail cannot be rewritten through DS01 (an admin with the file can still remove
-it, which is what file permissions are for).
+Each process appends to a file of its own uid, ``state_dir/events/<uid>.jsonl`` (one
+JSON object a line), in a sticky directory: nobody can remove, rename or write another
+user's file, and root's (enforcement, sudo) is root's alone. A record names its actor,
+but the *writer* is whoever owns the file, which the kernel says, not the record. The
+reader merges every file and marks a record ``forged`` when its writer could not have
+made it: a user writes their own events, and events for others only when they say they
+did (``details.by`` is them: a queue grant their ``remove`` caused) or are an
+administrator now; root writes anything.
+
+What this does not stop in stage 1: a user can rewrite or empty *their own* file, and
+the times in it are what its writer claimed. Events from before this layout (the old
+``events`` table of the state database, which any user could rewrite) are still shown,
+with no writer.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ds01.adapters.state_db import StateDB, register_schema
+from ds01.adapters.state_db import StateDB
+from ds01.adapters.state_layout import EVENTS, is_admin_uid, open_shared_dir, owner_name
 from ds01.errors import DS01Error
 
 __all__ = ["Event", "EventLog"]
 
-
-def _schema(conn: sqlite3.Connection) -> None:
-    conn.executescript(
-        """
-        CREATE TABLE IF NOT EXISTS events (
-            id      INTEGER PRIMARY KEY AUTOINCREMENT,
-            ts      TEXT    NOT NULL,
-            actor   TEXT    NOT NULL,
-            action  TEXT    NOT NULL,
-            target  TEXT,
-            result  TEXT    NOT NULL,
-            owner   TEXT,
-            details TEXT    NOT NULL DEFAULT '{}'
-        );
-        CREATE INDEX IF NOT EXISTS events_actor ON events(actor, id);
-        CREATE INDEX IF NOT EXISTS events_owner ON events(owner, id);
-        CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
-            BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
-        CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
-            BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
-        """
-    )
-
-
-register_schema("events", _schema)
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_MAX_LINE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -56,6 +49,10 @@ class Event:
     result: str
     owner: str | None
     details: dict[str, Any]
+    #: Login name of the file's owner (the kernel's word); None: the old database.
+    writer: str | None = None
+    #: The writer could not have made this record (it names someone else as the actor).
+    forged: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,18 +64,67 @@ class Event:
             "result": self.result,
             "owner": self.owner,
             "details": self.details,
+            "writer": self.writer,
+            "forged": self.forged,
         }
 
 
+@dataclass(frozen=True)
+class _Raw:
+    ts: str
+    uid: int | None
+    seq: int
+    record: dict[str, Any]
+
+
 class EventLog:
-    """Events in the state database."""
+    """Events in ``state_dir/events/``; reads the old database table too."""
 
     def __init__(self, db: StateDB) -> None:
         self.db = db
+        self.dir = db.state_dir / EVENTS
+        #: What the last query had to skip or doubt, in words (shown as warnings).
+        self.problems: list[str] = []
+
+    def _own_file(self) -> int:
+        """This process's file, opened for appending; made if missing."""
+        uid = os.geteuid()
+        dir_fd = open_shared_dir(self.db.state_dir, EVENTS)
+        try:
+            # Normally <uid>.jsonl; if someone put a file of theirs under that name (to
+            # block this user's commands, which refuse to run unrecorded), take the next.
+            for attempt in range(100):
+                name = f"{uid}.jsonl" if attempt == 0 else f"{uid}-{attempt}.jsonl"
+                try:
+                    fd = os.open(name, _APPEND, 0o640, dir_fd=dir_fd)
+                except (PermissionError, IsADirectoryError):
+                    continue  # another user's file (or a trap) under this name
+                except OSError as exc:
+                    if exc.errno == errno.ELOOP:
+                        continue  # a symlink under this name: never followed
+                    raise
+                st = os.fstat(fd)
+                if st.st_uid == uid and stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                    if stat.S_IMODE(st.st_mode) != 0o640:
+                        # Readable by the group like the old database was (admins read
+                        # everyone's), writable by nobody else, whatever the umask.
+                        os.fchmod(fd, 0o640)
+                    return fd
+                os.close(fd)
+            raise OSError(f"no file of uid {uid} could be made in {self.dir}")
+        finally:
+            os.close(dir_fd)
 
     def ready(self) -> None:
-        """Open the database and prepare the table now (fails early if it cannot)."""
-        _ = self.db.conn
+        """Make sure this process can record (fails before an operation, not after)."""
+        try:
+            os.close(self._own_file())
+        except OSError as exc:
+            raise DS01Error(
+                f"Cannot write to the event log {self.dir}: {exc}",
+                hint="Check that the state directory is laid out for DS01 users "
+                "(sudo scripts/install --state-only).",
+            ) from exc
 
     def record(
         self,
@@ -92,26 +138,38 @@ class EventLog:
         ts: datetime | None = None,
     ) -> None:
         when = (ts or datetime.now(UTC)).isoformat(timespec="milliseconds")
+        line = json.dumps(
+            {
+                "ts": when,
+                "actor": actor,
+                "action": action,
+                "target": target,
+                "result": result,
+                "owner": owner or actor,
+                "details": details or {},
+            },
+            default=str,
+            sort_keys=True,
+        )
+        data = (line + "\n").encode()
         try:
-            with self.db.transaction() as conn:
-                conn.execute(
-                    "INSERT INTO events (ts, actor, action, target, result, owner, details)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        when,
-                        actor,
-                        action,
-                        target,
-                        result,
-                        owner or actor,
-                        json.dumps(details or {}, default=str, sort_keys=True),
-                    ),
-                )
-        except sqlite3.Error as exc:
+            fd = self._own_file()
+            try:
+                # One write of the whole line on an O_APPEND descriptor: lines of
+                # concurrent processes of this uid never interleave.
+                written = os.write(fd, data)
+                if written != len(data):
+                    raise OSError(f"short write ({written} of {len(data)} bytes)")
+            finally:
+                os.close(fd)
+        except OSError as exc:
             raise DS01Error(
-                f"Cannot write to the event log {self.db.path}: {exc}",
-                hint="Check that the state directory is writable by DS01 users.",
+                f"Cannot write to the event log {self.dir}: {exc}",
+                hint="Check that the state directory is laid out for DS01 users "
+                "(sudo scripts/install --state-only).",
             ) from exc
+
+    # -- reading ----------------------------------------------------------------------
 
     def query(
         self,
@@ -120,34 +178,142 @@ class EventLog:
         action: str | None = None,
         limit: int | None = 100,
     ) -> Iterator[Event]:
-        """Newest last. ``user`` matches events the user did or that concern them."""
-        where: list[str] = []
-        args: list[Any] = []
-        if user is not None:
-            where.append("(actor = ? OR owner = ?)")
-            args += [user, user]
-        if action is not None:
-            where.append("(action = ? OR action LIKE ?)")
-            args += [action, action + ".%"]
-        sql = "SELECT * FROM events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC"
+        """Newest last. ``user`` matches events the user did or that concern them.
+
+        ``id`` is the position in the whole merged log (oldest first), stable while the
+        log only grows.
+        """
+        self.problems = []
+        raws = self._legacy() + self._files()
+        raws.sort(key=lambda r: (r.ts, -1 if r.uid is None else r.uid, r.seq))
+        events = [self._event(n, raw) for n, raw in enumerate(raws, start=1)]
+        chosen = [e for e in events if _matches(e, user, action)]
         if limit is not None:
-            sql += " LIMIT ?"
-            args.append(limit)
-        try:
-            rows = self.db.conn.execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise DS01Error(f"Cannot read the event log {self.db.path}: {exc}") from exc
-        for row in reversed(rows):
-            yield Event(
-                id=row["id"],
-                ts=row["ts"],
-                actor=row["actor"],
-                action=row["action"],
-                target=row["target"],
-                result=row["result"],
-                owner=row["owner"],
-                details=json.loads(row["details"] or "{}"),
+            chosen = chosen[-limit:] if limit > 0 else []
+        forged = sum(e.forged for e in chosen)
+        if forged:
+            self.problems.append(
+                f"{forged} event(s) shown were written by someone other than the user they "
+                "name (marked forged)."
             )
+        yield from chosen
+
+    def _event(self, n: int, raw: _Raw) -> Event:
+        rec = raw.record
+        details = rec.get("details")
+        details = details if isinstance(details, dict) else {}
+        actor = str(rec.get("actor", "?"))
+        writer = None if raw.uid is None else owner_name(raw.uid)
+        forged = raw.uid is not None and not self._may_write(raw.uid, actor, details.get("by"))
+        return Event(
+            id=n,
+            ts=raw.ts,
+            actor=actor,
+            action=str(rec.get("action", "?")),
+            target=None if rec.get("target") is None else str(rec.get("target")),
+            result=str(rec.get("result", "?")),
+            owner=None if rec.get("owner") is None else str(rec.get("owner")),
+            details=details,
+            writer=writer,
+            forged=forged,
+        )
+
+    def _may_write(self, uid: int, actor: str, by: object) -> bool:
+        if uid == 0:
+            return True
+        name = owner_name(uid)
+        return name in (actor, by) or is_admin_uid(uid, self.db.admin_group)
+
+    def _files(self) -> list[_Raw]:
+        try:
+            dir_fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise DS01Error(f"Cannot read the event log {self.dir}: {exc}") from exc
+        out: list[_Raw] = []
+        try:
+            for name in sorted(os.listdir(dir_fd)):
+                if name.endswith(".jsonl"):
+                    out += self._read_file(dir_fd, name)
+        finally:
+            os.close(dir_fd)
+        return out
+
+    def _read_file(self, dir_fd: int, name: str) -> list[_Raw]:
+        try:
+            fd = os.open(name, _READ, dir_fd=dir_fd)
+        except PermissionError:
+            return []  # another user's, not shared with this one
+        except OSError as exc:  # a symlink (ELOOP)
+            self.problems.append(f"Skipped {self.dir / name}: {exc.strerror}.")
+            return []
+        with os.fdopen(fd, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return []
+            if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                # Writable by others: its owner is not the only possible writer.
+                self.problems.append(
+                    f"Skipped {self.dir / name}: others may write it (mode "
+                    f"{stat.S_IMODE(st.st_mode):04o})."
+                )
+                return []
+            out: list[_Raw] = []
+            bad = 0
+            for seq, line in enumerate(handle):
+                record = _parse(line)
+                if record is None:
+                    bad += 1
+                    continue
+                out.append(_Raw(str(record.get("ts", "")), st.st_uid, seq, record))
+        if bad:
+            self.problems.append(f"{bad} damaged line(s) in {self.dir / name} were skipped.")
+        return out
+
+    def _legacy(self) -> list[_Raw]:
+        """The old ``events`` table, when the database has one (read, never written)."""
+        if not self.db.path.exists():
+            return []
+        try:
+            conn = self.db.conn
+            if (
+                conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+                ).fetchone()
+                is None
+            ):
+                return []
+            rows = conn.execute("SELECT * FROM events ORDER BY id").fetchall()
+        except sqlite3.Error as exc:
+            self.problems.append(f"The old event table in {self.db.path} is unreadable: {exc}")
+            return []
+        out = []
+        for row in rows:
+            with contextlib.suppress(ValueError, TypeError):
+                details = json.loads(row["details"] or "{}")
+                out.append(
+                    _Raw(
+                        str(row["ts"]),
+                        None,
+                        int(row["id"]),
+                        {**dict(row), "details": details if isinstance(details, dict) else {}},
+                    )
+                )
+        return out
+
+
+def _parse(line: bytes) -> dict[str, Any] | None:
+    if len(line) > _MAX_LINE or not line.endswith(b"\n"):
+        return None  # a torn last line (a writer killed mid-write) is not an event
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _matches(event: Event, user: str | None, action: str | None) -> bool:
+    if user is not None and user not in (event.actor, event.owner):
+        return False
+    return action is None or event.action == action or event.action.startswith(action + ".")

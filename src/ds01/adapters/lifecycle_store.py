@@ -1,15 +1,17 @@
 """What lifecycle enforcement remembers between passes, in the state database.
 
-Two tables, both things Docker cannot hold (DESIGN.md):
+What Docker cannot hold (DESIGN.md):
 
 * ``lifecycle_state``: one row per container (keyed by Docker's id; the name is kept for
   people reading the table) holding :class:`~ds01.domain.idle.LifecycleState` as JSON:
   the idle streak, the warnings already sent, the counter baseline. A restart of
   enforcement reads it back, so it loses no streak and repeats no warning. Rows of
   containers that no longer exist are pruned by each pass.
-* ``lifecycle_exemptions``: an admin's exemption of a user from the idle or the runtime
-  limit, with an optional end, the reason, who granted it and when. One row per user and
-  kind: granting again replaces it.
+* exemptions: an admin's exemption of a user from the idle or the runtime limit, with
+  an optional end, the reason, who granted it and when. One per user and kind: granting
+  again replaces it. Kept as files whose owner the kernel vouches for, not in this
+  database that every user can write (:mod:`ds01.adapters.exemption_files`); the
+  methods below keep their names.
 
 Idempotent by construction: saving a state replaces the row, pruning what is already
 gone deletes nothing, removing an exemption that does not exist reports ``False``.
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ds01.adapters.exemption_files import ExemptionFiles, ExemptionRow
 from ds01.adapters.state_db import StateDB, register_schema
 from ds01.domain.lifecycle import Exemption, LimitKind
 from ds01.errors import DS01Error
@@ -40,15 +43,6 @@ def _schema(conn: sqlite3.Connection) -> None:
             owner        TEXT,
             state        TEXT NOT NULL,
             updated_at   TEXT NOT NULL
-        );
-        CREATE TABLE IF NOT EXISTS lifecycle_exemptions (
-            user       TEXT NOT NULL,
-            kind       TEXT NOT NULL CHECK (kind IN ('idle', 'runtime')),
-            until      TEXT,
-            reason     TEXT NOT NULL,
-            created_by TEXT NOT NULL,
-            created_at TEXT NOT NULL,
-            PRIMARY KEY (user, kind)
         );
         """
     )
@@ -72,50 +66,6 @@ class StoredState:
     data: Mapping[str, Any]
     updated_at: str
     problem: str | None = None
-
-
-@dataclass(frozen=True)
-class ExemptionRow:
-    """One exemption as stored, with its provenance."""
-
-    user: str
-    kind: LimitKind
-    until: datetime | None
-    reason: str
-    created_by: str
-    created_at: datetime
-
-    def to_exemption(self) -> Exemption:
-        return Exemption(kind=self.kind, reason=self.reason, until=self.until)
-
-    def active(self, now: datetime) -> bool:
-        return self.until is None or now < self.until
-
-    def to_dict(self, now: datetime | None = None) -> dict[str, Any]:
-        """The stable JSON object of ``ds01 admin exemptions --json``."""
-        out: dict[str, Any] = {
-            "user": self.user,
-            "kind": self.kind.value,
-            "until": None if self.until is None else self.until.isoformat(),
-            "reason": self.reason,
-            "created_by": self.created_by,
-            "created_at": self.created_at.isoformat(),
-        }
-        if now is not None:
-            out["active"] = self.active(now)
-        return out
-
-
-def _exemption(row: sqlite3.Row) -> ExemptionRow:
-    until = row["until"]
-    return ExemptionRow(
-        user=row["user"],
-        kind=LimitKind(row["kind"]),
-        until=None if until is None else datetime.fromisoformat(until),
-        reason=row["reason"],
-        created_by=row["created_by"],
-        created_at=datetime.fromisoformat(row["created_at"]),
-    )
 
 
 class LifecycleStore:
@@ -195,6 +145,9 @@ class LifecycleStore:
 
     # -- exemptions -------------------------------------------------------------------
 
+    def _exemption_files(self) -> ExemptionFiles:
+        return ExemptionFiles(self.db)
+
     def set_exemption(
         self,
         *,
@@ -206,54 +159,17 @@ class LifecycleStore:
         now: datetime,
     ) -> ExemptionRow:
         """Grant (or replace) ``user``'s exemption from ``kind``."""
-        row = ExemptionRow(user, kind, until, reason, created_by, now)
-        try:
-            with self.db.transaction() as conn:
-                conn.execute(
-                    "INSERT INTO lifecycle_exemptions"
-                    " (user, kind, until, reason, created_by, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT(user, kind) DO UPDATE SET until = excluded.until,"
-                    " reason = excluded.reason, created_by = excluded.created_by,"
-                    " created_at = excluded.created_at",
-                    (
-                        user,
-                        kind.value,
-                        None if until is None else until.isoformat(),
-                        reason,
-                        created_by,
-                        now.isoformat(),
-                    ),
-                )
-        except sqlite3.Error as exc:
-            raise self._fail("save the exemption", exc) from exc
-        return row
+        return self._exemption_files().set(
+            user=user, kind=kind, until=until, reason=reason, created_by=created_by, now=now
+        )
 
     def remove_exemption(self, user: str, kind: LimitKind) -> bool:
         """Withdraw an exemption; ``False`` when there was none."""
-        try:
-            with self.db.transaction() as conn:
-                cur = conn.execute(
-                    "DELETE FROM lifecycle_exemptions WHERE user = ? AND kind = ?",
-                    (user, kind.value),
-                )
-        except sqlite3.Error as exc:
-            raise self._fail("remove the exemption", exc) from exc
-        return cur.rowcount > 0
+        return self._exemption_files().remove(user, kind)
 
     def exemptions(self, user: str | None = None) -> list[ExemptionRow]:
-        """Stored exemptions (expired ones too), by user then kind."""
-        sql = "SELECT * FROM lifecycle_exemptions"
-        args: tuple[str, ...] = ()
-        if user is not None:
-            sql += " WHERE user = ?"
-            args = (user,)
-        sql += " ORDER BY user, kind"
-        try:
-            rows = self.db.conn.execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise self._fail("read the exemptions", exc) from exc
-        return [_exemption(r) for r in rows]
+        """Exemptions that count (expired ones too), by user then kind."""
+        return self._exemption_files().rows(user)
 
     def exemptions_by_user(self) -> dict[str, tuple[Exemption, ...]]:
         """Every user's exemptions as the decision takes them (it ignores expired ones)."""

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from ds01.cli.common import JSON_OPTION, make_context
+from ds01.cli.common import JSON_OPTION, flush_warnings, make_context
 from ds01.cli.options import MAX_EVENTS, text_option
+
+if TYPE_CHECKING:
+    from ds01.adapters.event_log import Event
 
 
 def register(app: typer.Typer) -> None:
@@ -26,6 +31,7 @@ def events(
 
     app_ctx = make_context(ctx)
     rows = list_events(app_ctx, app_ctx.actor, user=user, action=action, limit=limit)
+    flush_warnings(app_ctx)
     if json_out:
         from ds01.cli.output import emit_json
 
@@ -36,6 +42,16 @@ def events(
     print_table(
         None,
         ["TIME", "USER", "ACTION", "TARGET", "RESULT"],
-        [[e.ts[:19].replace("T", " "), e.actor, e.action, e.target or "", e.result] for e in rows],
+        [[e.ts[:19].replace("T", " "), _who(e), e.action, e.target or "", e.result] for e in rows],
         empty="No events.",
     )
+
+
+def _who(event: Event) -> str:
+    """The actor, and who really wrote the record when that is someone else."""
+    if event.forged:
+        return f"{event.actor} [FORGED by {event.writer}]"
+    by = event.details.get("by")
+    if isinstance(by, str) and by != event.actor:
+        return f"{event.actor} (by {by})"
+    return event.actor

@@ -124,7 +124,11 @@ class AppContext:
     def state_db(self) -> StateDB:
         from ds01.adapters.state_db import StateDB
 
-        return StateDB(Path(self.settings.state_dir))
+        # The admin group decides whose files count as an administrator's (exemptions,
+        # events recorded for others): only from a root-controlled configuration.
+        return StateDB(
+            Path(self.settings.state_dir), admin_group=self.settings.effective_admin_group()
+        )
 
     @cached_property
     def events(self) -> EventLog:

@@ -1,4 +1,8 @@
-"""Reading the event log, with the same privacy rule as containers."""
+"""Reading the event log, with the same privacy rule as containers.
+
+Each record carries its writer (the owner of the file it was in, as the kernel says)
+and ``forged`` when that writer could not have made it (:mod:`ds01.adapters.event_log`).
+"""
 
 from __future__ import annotations
 
@@ -25,4 +29,7 @@ def list_events(
             code="not_admin",
         )
     who = user if user is not None else (None if actor.is_admin else actor.name)
-    return list(ctx.events.query(user=who, action=action, limit=limit))
+    found = list(ctx.events.query(user=who, action=action, limit=limit))
+    # Forged records, damaged lines, unreadable files: said, never silently dropped.
+    ctx.warnings.extend(ctx.events.problems)
+    return found

@@ -1,9 +1,12 @@
 """Admins exempt users from the idle or the runtime limit, until a date, with a reason.
 
-An exemption is stored in the state database (``lifecycle_exemptions``) and read by every
-enforcement pass: an exempt user's containers that reach the limit get one FYI notice
-and keep running. Only administrators grant, list and withdraw exemptions; each change
-is an event attributed to the admin, concerning the user.
+An exemption is a file in ``state_dir/exemptions/`` that only root and the admin group
+may write, and it counts only when the kernel says root or a current administrator
+wrote it (:mod:`ds01.adapters.exemption_files`): a row typed into the shared database
+no longer exempts anyone. Every enforcement pass reads them: an exempt user's
+containers that reach the limit get one FYI notice and keep running. Only
+administrators grant, list and withdraw exemptions; each change is an event attributed
+to the admin, concerning the user.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ import yaml
 
 from ds01.adapters.docker_engine import DockerEngine
 from ds01.adapters.identity import actor_for_user
+from ds01.adapters.state_setup import install_state
 from ds01.config.settings import Settings
 from ds01.domain.actor import Actor
 from ds01.domain.labels import AIME
@@ -39,6 +40,7 @@ BASE_IMAGE = "ds01-test/bookworm-base:latest"
 #: The catalog image newest for CUDA_ADA in AIME's v2 catalog, tagged by hermetic-base.sh.
 CATALOG_IMAGE_ADA = "aimehub/pytorch-2.8.0-aime-cuda12.6.3"
 USER_PREFIX = "ds01t-"
+TEST_ADMIN_GROUP = "ds01t-admins"
 TEST_USERS = {
     "ds01t-alice": "ds01t-students",
     "ds01t-bob": "ds01t-students",
@@ -201,11 +203,9 @@ def ds01_env(
     root = Path(tempfile.mkdtemp(prefix="ds01-it-", dir="/tmp"))
     root.chmod(0o755)
     state = root / "state"
-    state.mkdir()
-    # As on a server: the state dir is setgid to a group every DS01 user is in (here the
-    # docker group), so files the first user creates stay writable by the others.
-    os.chown(state, 0, grp.getgrnam("docker").gr_gid)
-    state.chmod(0o2775)
+    # As on a server, laid out by the installer's own function: root-owned, setgid to a
+    # group every DS01 user is in (here docker), sticky, with per-user entries.
+    install_state(state, group="docker", admin_group=TEST_ADMIN_GROUP)
     limits = root / "resource-limits.yaml"
     inventory = root / "gpus.json"
     config = root / "ds01.yaml"
@@ -218,7 +218,7 @@ def ds01_env(
                 "catalog": str(catalog),
                 "limits": str(limits),
                 "state_dir": str(state),
-                "admin_group": "ds01t-admins",
+                "admin_group": TEST_ADMIN_GROUP,
                 "gpu": {"inventory": f"file:{inventory}", "runtime": "none"},
             }
         )

@@ -212,7 +212,7 @@ def test_case_2_custom_image_on_the_aime_base(
 
     # The full build log is kept, and it is the user's.
     log = Path(built["log"])
-    assert log.parent == image_env.root / "state" / "build-logs" / alice.name
+    assert log.parent == image_env.root / "state" / "users" / str(alice.uid) / "build-logs"
     assert log.stat().st_uid == alice.uid
     assert "Successfully tagged" in log.read_text()
 

@@ -15,7 +15,16 @@ from ds01.adapters.state_db import StateDB
 from ds01.adapters.state_layout import lay_out
 from ds01.errors import DS01Error
 
-__all__ = ["main"]
+__all__ = ["install_state", "main"]
+
+
+def install_state(state_dir: Path, *, group: str | None, admin_group: str | None) -> list[str]:
+    """Lay out ``state_dir`` and make the database root's, as the installer does."""
+    changes = lay_out(state_dir, group=group, admin_group=admin_group)
+    db = StateDB(state_dir, admin_group=admin_group)
+    with contextlib.closing(db):
+        _ = db.conn  # the database, root-owned, and the marker that vouches for it
+    return changes
 
 
 def main(argv: list[str]) -> int:
@@ -31,10 +40,7 @@ def main(argv: list[str]) -> int:
         settings = load_settings()
         admin_group = settings.effective_admin_group()
         state = Path(settings.state_dir)
-        changes = lay_out(state, group=group, admin_group=admin_group)
-        db = StateDB(state, admin_group=admin_group)
-        with contextlib.closing(db):
-            _ = db.conn  # the database, root-owned, and the marker that vouches for it
+        changes = install_state(state, group=group, admin_group=admin_group)
     except DS01Error as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

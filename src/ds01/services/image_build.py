@@ -12,9 +12,10 @@ at one name (``a-b`` of ``c`` and ``a`` of ``b-c``). A build therefore never use
 replaces or removes an image whose labels name another owner, and never builds on
 another user's image (it may hold their files).
 
-Every build writes its full output to ``<state_dir>/build-logs/<user>/<image>-<time>.log``
-(the directory is shared like the state directory; each user's subdirectory and logs
-belong to that user), and a failure names the failing step, its last lines and that log.
+Every build writes its full output to
+``<state_dir>/users/<uid>/build-logs/<image>-<time>.log`` (the directory and the logs
+belong to that user; see :mod:`ds01.adapters.state_layout`), and a failure names the
+failing step, its last lines and that log.
 
 User files (``--requirements``, ``--dockerfile``, the project's Dockerfile) are found and
 opened through :mod:`ds01.adapters.user_fs` only: DS01 may run as root for the user.
@@ -286,34 +287,17 @@ class ImageBuilder:
     # -- the build log ----------------------------------------------------------------
 
     def _open_log(self, actor: Actor, image: str) -> tuple[Path, IO[str]]:
-        """Create the build log in ``<state_dir>/build-logs/<user>/``, through descriptors:
-        the shared log directory is writable by every DS01 user, so a name in it could
-        have been swapped for a link to anywhere."""
+        """Create the build log in ``<state_dir>/users/<uid>/build-logs/``: a directory
+        of the user's own under the root-owned, sticky ``users/`` (state_layout), opened
+        through descriptors that never follow a link. A directory another user made
+        under that name first is refused (exit 2), never written into."""
+        from ds01.adapters.state_layout import USERS, open_user_dir
+
         state = Path(os.path.realpath(self.ctx.settings.state_dir))  # the admin's path
-        mine = state / "build-logs" / _segment(actor.name)
+        mine = state / USERS / str(actor.uid) / "build-logs"
         try:
-            state.mkdir(parents=True, exist_ok=True)
-            with walk_real_directory(state) as state_fd:
-                logs_fd, created = _enter(state_fd, "build-logs", 0o755)
-                try:
-                    if created:
-                        # Shared like the state directory (every DS01 user adds a
-                        # subdirectory), sticky so nobody removes another user's.
-                        state_mode = stat.S_IMODE(os.fstat(state_fd).st_mode)
-                        os.fchmod(logs_fd, state_mode | stat.S_ISVTX)
-                    mine_fd, created = _enter(logs_fd, mine.name, 0o700)
-                finally:
-                    os.close(logs_fd)
+            mine_fd = open_user_dir(state, actor.uid, actor.gid, "build-logs", 0o700)
             try:
-                if created and _acting_for_someone(actor):
-                    os.fchown(mine_fd, actor.uid, actor.gid)
-                if os.fstat(mine_fd).st_uid != actor.uid:
-                    raise ConfigError(
-                        f"The build log directory {mine} does not belong to {actor.name}; "
-                        "DS01 does not write your logs there.",
-                        hint="Ask an administrator to remove it (DS01 makes it again).",
-                        code="bad_log_dir",
-                    )
                 return self._create_log(actor, mine_fd, mine, image)
             finally:
                 os.close(mine_fd)
@@ -457,17 +441,6 @@ class ImageBuilder:
         except (EngineError, UsageError) as exc:
             # The new image is built and tagged; a leftover old one is only disk space.
             self.ctx.warnings.append(f"The previous build {short} was not removed: {exc}")
-
-
-def _enter(dir_fd: int, name: str, mode: int) -> tuple[int, bool]:
-    """Open the subdirectory ``name`` of ``dir_fd`` (made if missing), never through a
-    link; and whether it was made now."""
-    try:
-        os.mkdir(name, mode, dir_fd=dir_fd)
-        created = True
-    except FileExistsError:
-        created = False
-    return os.open(name, _DIR_FLAGS, dir_fd=dir_fd), created
 
 
 def _reason(exc: OSError) -> str:

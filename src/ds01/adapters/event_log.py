@@ -11,13 +11,13 @@ administrator now; root writes anything.
 
 What this does not stop in stage 1: a user can rewrite or empty *their own* file, and
 the times in it are what its writer claimed. Events from before this layout (the old
-``events`` table of the state database, which any user could rewrite) are still shown,
-with no writer.
+``events`` table of the state database, which any user could rewrite) are moved once
+by root into ``events/legacy-db.jsonl``, each marked ``legacy_db``; the database is
+never read for events again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ds01.adapters.state_db import StateDB
+from ds01.adapters.state_db import StateDB, warn
 from ds01.adapters.state_layout import EVENTS, is_admin_uid, open_shared_dir, owner_name
 from ds01.errors import DS01Error
 
@@ -36,7 +36,10 @@ __all__ = ["Event", "EventLog"]
 
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_LINE = 1 << 20
+#: Root's copy of the old database table (see :meth:`EventLog.migrate_legacy`).
+LEGACY_FILE = "legacy-db.jsonl"
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class EventLog:
         self.dir = db.state_dir / EVENTS
         #: What the last query had to skip or doubt, in words (shown as warnings).
         self.problems: list[str] = []
+        self._migrated = False
 
     def _own_file(self) -> int:
         """This process's file, opened for appending; made if missing."""
@@ -117,6 +121,7 @@ class EventLog:
 
     def ready(self) -> None:
         """Make sure this process can record (fails before an operation, not after)."""
+        self.migrate_legacy()
         try:
             os.close(self._own_file())
         except OSError as exc:
@@ -184,7 +189,8 @@ class EventLog:
         log only grows.
         """
         self.problems = []
-        raws = self._legacy() + self._files()
+        self.migrate_legacy()
+        raws = self._files()
         raws.sort(key=lambda r: (r.ts, -1 if r.uid is None else r.uid, r.seq))
         events = [self._event(n, raw) for n, raw in enumerate(raws, start=1)]
         chosen = [e for e in events if _matches(e, user, action)]
@@ -271,36 +277,73 @@ class EventLog:
             self.problems.append(f"{bad} damaged line(s) in {self.dir / name} were skipped.")
         return out
 
-    def _legacy(self) -> list[_Raw]:
-        """The old ``events`` table, when the database has one (read, never written)."""
-        if not self.db.path.exists():
-            return []
+    def migrate_legacy(self) -> None:
+        """As root, once: the old ``events`` table becomes ``events/legacy-db.jsonl``.
+
+        Its rows could have been written by anyone, so each keeps ``legacy_db: true`` in
+        its details. Once that file exists, an ``events`` table that appears again in
+        the database (a user can make one) is dropped unread, with a warning.
+        """
+        if os.geteuid() != 0 or self._migrated or not self.db.path.exists():
+            return
+        self._migrated = True
         try:
             conn = self.db.conn
-            if (
-                conn.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
-                ).fetchone()
-                is None
-            ):
-                return []
+            if not _has_table(conn, "events"):
+                return
             rows = conn.execute("SELECT * FROM events ORDER BY id").fetchall()
         except sqlite3.Error as exc:
-            self.problems.append(f"The old event table in {self.db.path} is unreadable: {exc}")
-            return []
-        out = []
-        for row in rows:
-            with contextlib.suppress(ValueError, TypeError):
-                details = json.loads(row["details"] or "{}")
-                out.append(
-                    _Raw(
-                        str(row["ts"]),
-                        None,
-                        int(row["id"]),
-                        {**dict(row), "details": details if isinstance(details, dict) else {}},
-                    )
-                )
-        return out
+            warn(f"The old event table in {self.db.path} is unreadable: {exc}")
+            return
+        dir_fd = open_shared_dir(self.db.state_dir, EVENTS)
+        try:
+            fd = os.open(LEGACY_FILE, _NEW, 0o640, dir_fd=dir_fd)
+        except FileExistsError:
+            warn(
+                f"An events table appeared in {self.db.path} after its events were moved "
+                f"to {self.dir / LEGACY_FILE}: its {len(rows)} row(s) could be anyone's and "
+                "were dropped unread."
+            )
+            fd = None
+        finally:
+            os.close(dir_fd)
+        if fd is not None:
+            with os.fdopen(fd, "wb") as out:
+                for row in rows:
+                    out.write(_legacy_line(row))
+                out.flush()
+                os.fsync(out.fileno())
+        try:
+            with self.db.transaction() as tx:
+                tx.execute("DROP TABLE events")
+        except sqlite3.Error as exc:
+            warn(f"Cannot drop the old event table in {self.db.path}: {exc}")
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ).fetchone()
+    return found is not None
+
+
+def _legacy_line(row: sqlite3.Row) -> bytes:
+    try:
+        details = json.loads(row["details"] or "{}")
+    except (ValueError, TypeError):
+        details = {"raw": str(row["details"])}
+    if not isinstance(details, dict):
+        details = {"raw": details}
+    record = {
+        "ts": str(row["ts"]),
+        "actor": str(row["actor"]),
+        "action": str(row["action"]),
+        "target": row["target"],
+        "result": str(row["result"]),
+        "owner": row["owner"],
+        "details": {**details, "legacy_db": True},
+    }
+    return (json.dumps(record, default=str, sort_keys=True) + "\n").encode()
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:

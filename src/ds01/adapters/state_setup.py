@@ -11,6 +11,7 @@ import contextlib
 import sys
 from pathlib import Path
 
+from ds01.adapters.event_log import EventLog
 from ds01.adapters.state_db import StateDB
 from ds01.adapters.state_layout import lay_out
 from ds01.errors import DS01Error
@@ -24,6 +25,7 @@ def install_state(state_dir: Path, *, group: str | None, admin_group: str | None
     db = StateDB(state_dir, admin_group=admin_group)
     with contextlib.closing(db):
         _ = db.conn  # the database, root-owned, and the marker that vouches for it
+        EventLog(db).migrate_legacy()  # the old, writable-by-all event table, once
     return changes
 
 

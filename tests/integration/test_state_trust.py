@@ -139,7 +139,9 @@ def test_an_admins_exemption_counts_until_they_leave_the_admin_group(
     assert granted.returncode == 0, granted.stderr
     record = state(ds01_env) / "exemptions" / f"{bob.name}.idle.json"
     assert record.stat().st_uid == pwd.getpwnam(admin).pw_uid  # the kernel's word
-    (row,) = _json(ds01_env.run_cli(None, "admin", "exemptions", "--json"))  # type: ignore[misc]
+    rows = _json(ds01_env.run_cli(None, "admin", "exemptions", "--json"))
+    assert isinstance(rows, list) and len(rows) == 1
+    row = rows[0]
     assert (row["user"], row["kind"], row["created_by"], row["active"]) == (
         bob.name,
         "idle",

@@ -91,7 +91,7 @@ def _ident(path: str | Path) -> tuple[int, int]:
 def _mounted(engine: DockerEngine, tag: str, target: str) -> tuple[tuple[int, int], str]:
     """What the running container really has at ``target``, and Docker's record of it."""
     details = engine.inspect(tag)
-    assert details.pid, f"{tag} is not running"
+    assert details.pid, f"{tag} is not running: {details.info.status} exit {details.exit_code}"
     source = next(m["Source"] for m in details.mounts if m["Destination"] == target)
     return _ident(f"/proc/{details.pid}/root{target}"), source
 
@@ -213,10 +213,10 @@ def test_queue_grant_as_root_with_a_swapped_mount(race: Race) -> None:
     expected, tag = _ident(sw), f"raceq._.{alice.uid}"
     seen: Counter[str] = Counter()
     with Swapper(alice, sw, bob.home):
-        for _ in range(ATTEMPTS):
-            hold = CreateService(env.context(bob)).create(
-                bob, CreateRequest(name="hold", image="ds01-test/bookworm-base:latest", gpus=1)
-            )
+        for i in range(ATTEMPTS):
+            # A new name each time: a removal still finishing never collides with a create.
+            hold = env.run_cli(bob.name, "container", "create", f"hold{i}", "--gpus", "1", *ARCH)
+            assert hold.returncode == 0, hold.stderr
             res = env.run_cli(
                 alice.name,
                 "container",
@@ -229,7 +229,7 @@ def test_queue_grant_as_root_with_a_swapped_mount(race: Race) -> None:
                 "-w",
                 str(sw),
             )
-            engine.remove(hold.container, force=True)
+            engine.remove(f"hold{i}._.{bob.uid}", force=True)
             if res.returncode == 2:
                 seen["refused at create"] += 1
                 continue

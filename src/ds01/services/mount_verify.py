@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from ds01.domain.actor import Actor
 
 __all__ = ["checked_before_start", "keepalive_source", "may_verify", "verify_mounted"]
+
+#: How long runc's init may take to exec the keep-alive before the look is refused.
+_EXEC_WAIT_S = 5.0
 
 _WHAT = {"/workspace": "workspace", "/data": "data", "/models": "models"}
 
@@ -83,6 +87,7 @@ def verify_mounted(
                 or again.info.state is not ContainerState.RUNNING
             ):
                 raise _unverified(tag, "it restarted while being checked", what_next)
+            _wait_until_readable(proc_fd)
             seen = {c.mount.target: _seen(proc_fd, c.mount.target) for c in checked}
     except OSError as exc:
         raise _unverified(tag, f"/proc/{pid} cannot be opened ({exc.strerror})", what_next) from exc
@@ -106,6 +111,22 @@ def verify_mounted(
                 code="mount_changed",
                 details={"target": mount.target, "source": mount.source},
             )
+
+
+def _wait_until_readable(proc_fd: int) -> None:
+    """``docker start`` returns once runc was told to start, and the pid Docker reports
+    is runc's own init until it has exec'd the container's first program; runc keeps
+    itself undumpable meanwhile, so ``root`` answers EACCES for a moment. The mounts are
+    final by then; only the look is deferred (bounded: after that it counts as a refusal)."""
+    deadline = time.monotonic() + _EXEC_WAIT_S
+    while True:
+        try:
+            os.close(os.open("root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=proc_fd))
+            return
+        except PermissionError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _seen(proc_fd: int, target: str) -> tuple[int, int] | None:

@@ -9,6 +9,7 @@ is listed and opened; bad input exits 2 and changes nothing.
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 from pathlib import Path
 
@@ -76,6 +77,9 @@ def test_create_from_catalog_name_has_aime_labels_mounts_and_user(
     assert workspace.is_dir() and workspace.stat().st_uid == alice.uid
 
     mounts = {m["Destination"]: m["Source"] for m in inspected["Mounts"]}
+    # Plus DS01's keep-alive, read-only from its installation (issue 10, finding 2).
+    keepalive = mounts.pop("/sbin/ds01-keepalive")
+    assert keepalive.endswith("/ds01/data/keepalive-" + platform.machine())
     assert mounts == {"/workspace": str(workspace), "/data": str(data)}
     assert inspected["Config"]["User"] == f"{alice.uid}:{alice.gid}"
     assert inspected["Config"]["WorkingDir"] == "/workspace"

@@ -239,6 +239,9 @@ def lay_out(
         )
         with _dir_fd(path, USERS, dir_fd=fd) as users_fd:
             done += _move_squatters(users_fd, path / USERS)
+    from ds01.adapters.locks import lay_out_locks
+
+    done += lay_out_locks(path)  # locks/ root:root 0755, lock files 0644 (users only flock)
     return done
 
 

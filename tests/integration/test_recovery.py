@@ -315,9 +315,10 @@ def test_enforcement_removes_it_and_requeues_an_interrupted_grant(
         "models": None,
         "interface": "cli",
     }
-    entry = store.add(
-        user=alice.name, request=GpuRequest.gpus(1), spec=spec, priority=10, now=ctx.clock.now()
-    )
+    from ds01.services.queue import QueueService
+
+    # As create --wait stores it: the row and alice's request file that vouches for it.
+    entry = QueueService(ctx).add(alice, GpuRequest.gpus(1), spec, priority=10)
     tag = f"granted._.{alice.uid}"
 
     def child() -> None:  # the grant's first half, then death

@@ -1,8 +1,16 @@
 """Queued create requests, persistent in the state database.
 
 The queue is the one piece of GPU state Docker cannot hold (a request has no container
-yet). Entries move ``waiting`` → ``granted`` | ``cancelled`` | ``expired`` | ``failed``
-and are kept afterwards, so ``ds01 gpu queue`` can say what happened to a request.
+yet). Entries move ``waiting`` → ``granting`` → ``granted``, or to ``cancelled`` |
+``expired`` | ``failed``, and are kept afterwards, so ``ds01 gpu queue`` can say what
+happened to a request. While ``granting``, ``container`` names the container being made
+and ``message`` the process making it (``Creator.encode()``): a pass that finds the entry
+so later decides from those whether the grant completed or died (a grant is all or
+nothing: the entry and the container change together).
+
+Every DS01 user can write this table in stage 1: a row proves nothing by itself (see
+:mod:`ds01.adapters.queue_requests` for what does), and a row that does not even parse
+is skipped (its id in :attr:`QueueStore.malformed`) instead of breaking every reader.
 """
 
 from __future__ import annotations
@@ -72,6 +80,8 @@ class QueueRow:
 
 def _row(r: sqlite3.Row) -> QueueRow:
     spec = json.loads(r["spec"])
+    if not isinstance(spec, dict):
+        raise ValueError("the spec is not an object")
     entry = QueueEntry(
         id=r["id"],
         user=r["user"],
@@ -87,6 +97,8 @@ def _row(r: sqlite3.Row) -> QueueRow:
 class QueueStore:
     def __init__(self, db: StateDB) -> None:
         self.db = db
+        #: Ids of rows the last read could not parse (hand-written rows).
+        self.malformed: list[int] = []
 
     def add(
         self,
@@ -124,12 +136,36 @@ class QueueStore:
             args = [s.value for s in states]
         sql += " ORDER BY id"
         try:
-            return [_row(r) for r in self.db.conn.execute(sql, args).fetchall()]
+            raw = self.db.conn.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             raise DS01Error(f"Cannot read the GPU queue in {self.db.path}: {exc}") from exc
+        out: list[QueueRow] = []
+        self.malformed = []
+        for r in raw:
+            try:
+                out.append(_row(r))
+            except (ValueError, TypeError, KeyError, AttributeError, DS01Error):
+                self.malformed.append(r["id"])
+        return out
 
     def waiting(self) -> list[QueueRow]:
         return self.rows(states=(QueueState.WAITING,))
+
+    def granting(self) -> list[QueueRow]:
+        return self.rows(states=(QueueState.GRANTING,))
+
+    def fail_malformed(self, ids: list[int], *, now: datetime) -> None:
+        """Mark rows that do not parse failed (only while they claim to wait)."""
+        try:
+            with self.db.transaction() as conn:
+                for entry_id in ids:
+                    conn.execute(
+                        "UPDATE gpu_queue SET state = 'failed', updated_at = ?, message = ?"
+                        " WHERE id = ? AND state IN ('waiting', 'granting')",
+                        (now.isoformat(), "refused: not a request DS01 wrote", entry_id),
+                    )
+        except sqlite3.Error as exc:
+            raise DS01Error(f"Cannot update the GPU queue in {self.db.path}: {exc}") from exc
 
     def get(self, entry_id: int) -> QueueRow:
         try:
@@ -144,7 +180,13 @@ class QueueStore:
                 hint="See 'ds01 gpu queue'.",
                 code="unknown_queue_entry",
             )
-        return _row(row)
+        try:
+            return _row(row)
+        except (ValueError, TypeError, KeyError, AttributeError, DS01Error) as exc:
+            raise NotFoundError(
+                f"Queue entry {entry_id} is not a request DS01 wrote.",
+                code="unknown_queue_entry",
+            ) from exc
 
     def set_state(
         self,

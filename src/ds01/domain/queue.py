@@ -115,6 +115,9 @@ DEFAULT_AGING = Aging()
 
 class QueueState(StrEnum):
     WAITING = "waiting"
+    #: Its container is being made by the pass named in the entry; it becomes ``granted``
+    #: only with a complete container, else waits again (a grant is all or nothing).
+    GRANTING = "granting"
     GRANTED = "granted"
     CANCELLED = "cancelled"
     EXPIRED = "expired"

@@ -6,27 +6,56 @@ pass runs under the host-wide lock: the queue is ordered by priority with aging 
 :mod:`ds01.domain.queue`), each entry that fits is granted — its container is created for
 its owner exactly as a direct create would — and the owner is told on their terminals
 and in the event log. A direct create never jumps ahead of entries already waiting.
+
+A row in the (user-writable) database counts only when its owner's request file vouches
+for it, and is re-decided at grant as a create would be (:mod:`ds01.services.queue_checks`);
+rows that fail are refused, logged (``queue.refuse``) and never reserve a device. A grant
+is all or nothing: the entry is marked ``granting`` (with its container and the granting
+process) before the container is made, ``granted`` only once it is complete; if that
+last write fails the container is removed, and the next pass puts an entry whose grant
+died back to waiting (or to ``granted`` when its container is complete).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import pwd
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ds01.adapters.create_journal import crash_point
+from ds01.adapters.locks import ALLOCATION_LOCK, LOCK_DIR, host_lock
+from ds01.adapters.queue_requests import discard_request, write_request
 from ds01.domain.allocation import Allocation, GpuQuota, GpuRequest
 from ds01.domain.queue import Aging, Grant, QueueEntry, QueueState, Waiting, plan
 from ds01.errors import DS01Error, RefusedError, UsageError
 from ds01.services.gpus import GpuService, quota_from_limits
+from ds01.services.queue_checks import Checked, check_rows, prepare_grant, request_record
 
 if TYPE_CHECKING:
+    from ds01.adapters.lock_holders import Holder
     from ds01.adapters.queue_store import QueueRow, QueueStore
     from ds01.domain.actor import Actor
     from ds01.domain.allocation import Holding
     from ds01.domain.devices import Inventory
     from ds01.services.context import AppContext
-    from ds01.services.create import Prepared
+    from ds01.services.create import CreateService, Prepared
+
+_INSTALL_HINT = (
+    "An administrator repairs the state directory with: sudo scripts/install --state-only"
+)
+
+
+def creator_service(ctx: AppContext) -> CreateService:
+    from ds01.services.create import CreateService
+
+    return CreateService(ctx)
+
 
 __all__ = ["QueueOutcome", "QueueService"]
 
@@ -80,7 +109,8 @@ class QueueService:
         """The allocation ``request`` gets if it joined the queue now, if granted at once."""
         rows = self.store.waiting()
         quotas = self._quotas({r.entry.user for r in rows})
-        entries = [r.entry for r in rows if r.entry.user in quotas]
+        checked, _ = check_rows(self.ctx, rows, quotas)  # a forged row reserves nothing
+        entries = [c.entry for c in checked]
         quotas[user] = quota
         now = self.ctx.clock.now()
         virtual = QueueEntry(
@@ -119,13 +149,45 @@ class QueueService:
             "models_read_only": prepared.models_read_only,
             "interface": prepared.req.interface,
         }
-        return self.store.add(
-            user=prepared.actor.name,
-            request=prepared.request,
-            spec=spec,
-            priority=prepared.limits.resolved.priority,
-            now=self.ctx.clock.now(),
+        return self.add(
+            prepared.actor, prepared.request, spec, priority=prepared.limits.resolved.priority
         )
+
+    def add(self, actor: Actor, request: GpuRequest, spec: dict[str, Any], *, priority: int) -> int:
+        """Store an entry and its owner's request file (by the owner or root; the caller
+        holds the allocation lock). ``priority`` is informational: passes use the policy's."""
+        now = self.ctx.clock.now()
+        entry_id = self.store.add(
+            user=actor.name, request=request, spec=spec, priority=priority, now=now
+        )
+        record = request_record(
+            entry_id=entry_id,
+            user=actor.name,
+            uid=actor.uid,
+            request=request,
+            spec=json.loads(json.dumps(spec)),
+            enqueued_at=now,
+        )
+        try:
+            # Under the allocation lock, like the row: no pass sees the row without it.
+            write_request(
+                Path(self.ctx.settings.state_dir),
+                uid=actor.uid,
+                gid=actor.gid,
+                entry_id=entry_id,
+                record=record,
+            )
+        except (DS01Error, OSError) as exc:
+            why = exc.message if isinstance(exc, DS01Error) else str(exc)
+            with contextlib.suppress(DS01Error):
+                self.store.set_state(
+                    entry_id, QueueState.FAILED, now=now, message="its request file was not written"
+                )
+            raise DS01Error(
+                f"Cannot queue the request: its request file could not be written ({why}).",
+                hint="Nothing was queued. " + _INSTALL_HINT,
+            ) from exc
+        return entry_id
 
     # -- the commands ---------------------------------------------------------------------
 
@@ -143,16 +205,28 @@ class QueueService:
         inventory = gpus.read_inventory()
         holdings = gpus.holdings().in_force
         quotas = self._quotas({r.entry.user for r in rows})
-        known = [r for r in rows if r.entry.user in quotas]
+        checked, refused = check_rows(self.ctx, rows, quotas)
         now = self.ctx.clock.now()
         queue_plan = plan(
-            [r.entry for r in known], now, inventory, holdings, quotas, aging=self.aging()
+            [c.entry for c in checked], now, inventory, holdings, quotas, aging=self.aging()
         )
         out = []
-        for row in known:
+        mine = [(c.row, c.entry) for c in checked] + [(r.row, None) for r in refused]
+        reasons = {r.row.entry.id: r.reason for r in refused}
+        for row, entry in sorted(mine, key=lambda x: x[0].entry.id):
             if not (all_users and actor.is_admin) and row.entry.user != actor.name:
                 continue
             item = row.to_dict()
+            if entry is None:
+                item.update(
+                    position=None,
+                    why="refused",
+                    detail=f"Refused at the next pass: {reasons[row.entry.id]}.",
+                    effective_priority=None,
+                )
+                out.append(item)
+                continue
+            item["priority"] = entry.priority  # the policy's, not what the row says
             status = queue_plan.status(row.entry.id)
             if isinstance(status, Waiting):
                 item.update(
@@ -191,58 +265,165 @@ class QueueService:
                     f"Queue entry {entry_id} is no longer waiting ({row.entry.state.value}).",
                     code="not_waiting",
                 )
+        self._discard(row)
         return row
 
     # -- the pass -------------------------------------------------------------------------
 
     def process(self) -> list[QueueOutcome]:
-        """Grant every waiting entry that fits now, in fair order; expire stale ones."""
-        from ds01.services.create import CreateService
+        """Grant every waiting entry that fits now, in fair order; expire stale ones.
 
-        if not self.store.waiting():
+        Root's pass (every enforcement pass) takes the lock even when nothing waits, so
+        that a process hogging it is found and, past its lease, ended."""
+        if not self.store.waiting() and not self.store.granting() and os.geteuid() != 0:
             return []
-        creator = CreateService(self.ctx)
         outcomes: list[QueueOutcome] = []
         granted: list[tuple[Prepared, QueueRow]] = []
-        with creator.lock():
+        with self._lock():
+            self._settle_granting()
             now = self.ctx.clock.now()
-            rows = self._expire(self.store.waiting(), outcomes)
-            gpus = GpuService(self.ctx)
-            inventory = gpus.read_inventory()
-            holdings = gpus.holdings(now).in_force
+            rows = self.store.waiting()
+            if self.store.malformed:
+                self.store.fail_malformed(self.store.malformed, now=now)
             quotas = self._quotas({r.entry.user for r in rows})
-            by_id = {r.entry.id: r for r in rows}
             for row in rows:
                 if row.entry.user not in quotas:
                     outcomes.append(self._fail(row, "the owner's account no longer exists"))
-            known = [r.entry for r in rows if r.entry.user in quotas]
-            queue_plan = plan(known, now, inventory, holdings, quotas, aging=self.aging())
+            checked, refused = check_rows(self.ctx, rows, quotas)
+            for bad in refused:
+                outcomes.append(self._refuse(bad.row, bad.reason))
+            kept = {r.entry.id for r in self._expire([c.row for c in checked], outcomes)}
+            checked = [c for c in checked if c.entry.id in kept]
+            gpus = GpuService(self.ctx)
+            inventory = gpus.read_inventory()
+            holdings = gpus.holdings(now).in_force
+            by_id = {c.entry.id: c for c in checked}
+            entries = [c.entry for c in checked]
+            queue_plan = plan(entries, now, inventory, holdings, quotas, aging=self.aging())
             for waiting in queue_plan.waiting:
                 if waiting.why.value == "never":
-                    outcomes.append(self._fail(by_id[waiting.entry.id], waiting.detail))
+                    outcomes.append(self._fail(by_id[waiting.entry.id].row, waiting.detail))
             for grant in queue_plan.grants:
-                row = by_id[grant.entry.id]
-                if not self._may_grant(row):
+                item = by_id[grant.entry.id]
+                if not self._may_grant(item.row):
                     continue  # stays waiting; its devices stay free for the next pass
-                try:
-                    prepared = self._prepare(row)
-                    creator.make_container(prepared, grant.allocation)
-                except DS01Error as exc:
-                    outcomes.append(self._fail(row, exc.message))
-                    continue
-                # Marked granted under the lock, with its container: a concurrent or later
-                # pass never grants it twice nor mistakes its container for a name clash.
-                self.store.set_state(
-                    row.entry.id, QueueState.GRANTED, now=now, container=prepared.tag
-                )
-                granted.append((prepared, row))
+                made = self._make(creator_service(self.ctx), item, grant.allocation, outcomes)
+                if made is not None:
+                    granted.append((made, item.row))
         for prepared, row in granted:
-            try:
-                outcomes.append(self._granted(creator, prepared, row))
-            except DS01Error as exc:
-                # finish() removed the container again; the entry records why.
-                outcomes.append(self._fail(row, exc.message, only_if=QueueState.GRANTED))
+            outcomes.append(self._complete(prepared, row))
         return outcomes
+
+    def _lock(self) -> AbstractContextManager[float]:
+        settings = self.ctx.settings
+
+        def ended(holder: Holder) -> None:
+            self.ctx.events.record(
+                actor=self._by() or "root",
+                action="lock.end_holder",
+                target=f"lock:{ALLOCATION_LOCK}",
+                result="ok",
+                owner=holder.user,
+                details=holder.to_dict(),
+            )
+
+        return host_lock(
+            Path(settings.state_dir) / LOCK_DIR / ALLOCATION_LOCK,
+            timeout=settings.gpu.lock_timeout,
+            on_end=ended,
+        )
+
+    def _make(
+        self, creator: CreateService, item: Checked, allocation: Allocation, out: list[QueueOutcome]
+    ) -> Prepared | None:
+        """Under the lock: re-decide, mark ``granting``, make the container."""
+        from ds01.adapters.create_journal import Creator
+
+        row = item.row
+        me = Creator.me().encode()
+        try:
+            prepared = prepare_grant(self.ctx, item, creator=me)
+        except DS01Error as exc:
+            out.append(self._fail(row, exc.message))
+            return None
+        # First the entry, then the container: a database that cannot take this write
+        # (read-only, full) stops the pass before anything is made (raises).
+        if not self.store.set_state(
+            row.entry.id,
+            QueueState.GRANTING,
+            now=self.ctx.clock.now(),
+            container=prepared.tag,
+            message=me,
+        ):
+            return None  # no longer waiting: cancelled meanwhile
+        try:
+            creator.make_container(prepared, allocation)
+        except DS01Error as exc:
+            self._remove_half_made(prepared)
+            out.append(self._fail(row, exc.message, only_if=QueueState.GRANTING))
+            return None
+        return prepared
+
+    def _complete(self, prepared: Prepared, row: QueueRow) -> QueueOutcome:
+        """After the lock: start and verify, then mark ``granted``; or undo the container."""
+        try:
+            return self._granted(creator_service(self.ctx), prepared, row)
+        except DS01Error as exc:
+            # finish() removed the container, or marking it granted failed and it was
+            # removed: the entry records why (or, the database refusing, stays
+            # 'granting' for the next pass to put back to waiting).
+            try:
+                return self._fail(row, exc.message, only_if=QueueState.GRANTING)
+            except DS01Error:
+                return QueueOutcome(row.entry.id, row.entry.user, "failed", message=exc.message)
+
+    def _remove_half_made(self, prepared: Prepared) -> None:
+        if prepared.created:
+            with contextlib.suppress(DS01Error):
+                self.ctx.engine.remove(prepared.tag, force=True)
+
+    def _settle_granting(self) -> None:
+        """Entries left ``granting`` by a pass that died or could not write the result:
+        waiting again when their container is gone, granted when it is complete. A
+        container still half-made is the recovery sweep's (it removes it; the entry
+        then waits again at the next pass); a live granting process is left alone."""
+        from ds01.adapters.create_journal import Creator
+        from ds01.domain.containers import ContainerState
+        from ds01.domain.labels import L
+        from ds01.errors import NotFoundError
+
+        now = self.ctx.clock.now()
+        for row in self.store.granting():
+            maker = Creator.parse(row.message)
+            if maker is not None and maker.alive():
+                continue
+            info = None
+            if row.container:
+                try:
+                    info = self.ctx.engine.inspect(row.container).info
+                except NotFoundError:
+                    info = None
+            if info is None:
+                self.store.set_state(
+                    row.entry.id,
+                    QueueState.WAITING,
+                    now=now,
+                    message="its grant was interrupted; waiting again",
+                    only_if=QueueState.GRANTING,
+                )
+            elif (
+                info.state is not ContainerState.CREATED
+                and info.owner == row.entry.user
+                and info.labels.get(L.QUEUE_ID) == str(row.entry.id)
+            ):
+                self.store.set_state(
+                    row.entry.id,
+                    QueueState.GRANTED,
+                    now=now,
+                    container=row.container,
+                    only_if=QueueState.GRANTING,
+                )
+                self._discard(row)
 
     def _may_grant(self, row: QueueRow) -> bool:
         """Only a process that can verify the new container's mounts grants it: root or
@@ -279,52 +460,16 @@ class QueueService:
         return kept
 
     def _prepare(self, row: QueueRow) -> Prepared:
-        from ds01.adapters.identity import actor_for_user
-        from ds01.domain.naming import container_tag
-        from ds01.services.create import CreateRequest, CreateService, Prepared, ResolvedImage
-        from ds01.services.limits import apply_aggregate, plan_container_limits
+        """The container of one waiting row, checked against its owner's file and
+        re-decided as at create (a pass's first half; tests drive it directly)."""
+        from ds01.adapters.create_journal import Creator
 
-        spec = row.spec
-        owner = actor_for_user(row.entry.user)
-        creator = CreateService(self.ctx)
-        name = str(spec["name"])
-        tag = container_tag(name, owner.uid)
-        creator.refuse_existing(name, tag)
-        from ds01.services.containers import ContainerService
-        from ds01.services.limits import check_container_count, limits_for
-        from ds01.services.mounts import check_unchanged
-
-        check_container_count(
-            limits_for(self.ctx, owner), ContainerService(self.ctx).own_containers(owner)
-        )
-
-        # The paths were checked when the request was queued; they must still be the same
-        # real directories now (the state file is writable by users in stage 1).
-        check_unchanged(str(spec[k]) for k in ("workspace", "data", "models") if spec.get(k))
-        info = self.ctx.engine.image(str(spec["image"]))
-        if info is None:
-            raise UsageError(f"The image {spec['image']} is no longer on this host.")
-        return Prepared(
-            actor=owner,
-            req=CreateRequest(name=name, interface="queue"),
-            tag=tag,
-            request=row.entry.request,
-            image=ResolvedImage(
-                str(spec["image"]),
-                str(spec["framework"]),
-                spec.get("arch"),
-                bool(spec.get("custom")),
-                info,
-            ),
-            info=info,
-            workspace=Path(spec["workspace"]),
-            data=Path(spec["data"]) if spec.get("data") else None,
-            models=Path(spec["models"]) if spec.get("models") else None,
-            limits=apply_aggregate(self.ctx, plan_container_limits(self.ctx, owner)),
-            data_read_only=bool(spec.get("data_read_only")),
-            models_read_only=bool(spec.get("models_read_only")),
-            queue_id=row.entry.id,
-        )
+        quotas = self._quotas({row.entry.user})
+        checked, refused = check_rows(self.ctx, [row], quotas)
+        if not checked:
+            why = refused[0].reason if refused else "it cannot be checked by this process"
+            raise RefusedError(f"Queue entry {row.entry.id} is refused: {why}.", code="forged")
+        return prepare_grant(self.ctx, checked[0], creator=Creator.me().encode())
 
     def _granted(self, creator: Any, prepared: Prepared, row: QueueRow) -> QueueOutcome:
         from ds01.services.audit import audited
@@ -336,6 +481,21 @@ class QueueService:
             creator.finish(prepared)
             allocation = prepared.allocation
             audit.add(queue_id=row.entry.id, gpus=list(allocation.uuids) if allocation else [])
+            crash_point("queue-granted")
+            try:
+                self.store.set_state(
+                    row.entry.id,
+                    QueueState.GRANTED,
+                    now=self.ctx.clock.now(),
+                    container=prepared.tag,
+                    only_if=QueueState.GRANTING,
+                )
+            except DS01Error:
+                # Not recorded, not granted: the container goes, the entry (still
+                # 'granting') waits again at the next pass.
+                self._remove_half_made(prepared)
+                raise
+        self._discard(row)
         name = prepared.req.name
         self._tell(
             row,
@@ -349,6 +509,7 @@ class QueueService:
     ) -> QueueOutcome:
         now = self.ctx.clock.now()
         self.store.set_state(row.entry.id, QueueState.FAILED, now=now, message=why, only_if=only_if)
+        self._discard(row)
         self.ctx.events.record(
             actor=row.entry.user,
             action="queue.fail",
@@ -362,6 +523,35 @@ class QueueService:
             f"not be granted: {why}",
         )
         return QueueOutcome(row.entry.id, row.entry.user, "failed", message=why)
+
+    def _refuse(self, row: QueueRow, why: str) -> QueueOutcome:
+        """A row its owner's ds01 did not make: failed, and logged as a refusal."""
+        message = f"refused: {why}"
+        now = self.ctx.clock.now()
+        self.store.set_state(row.entry.id, QueueState.FAILED, now=now, message=message)
+        self.ctx.events.record(
+            actor=self._by() or "ds01",
+            action="queue.refuse",
+            target=f"queue:{row.entry.id}",
+            result="refused",
+            owner=row.entry.user,
+            details={
+                "message": why,
+                "claimed_user": row.entry.user,
+                "name": row.spec.get("name"),
+                "request": row.entry.request.describe(),
+                "row_priority": row.entry.priority,
+            },
+        )
+        return QueueOutcome(row.entry.id, row.entry.user, "failed", message=message)
+
+    def _discard(self, row: QueueRow) -> None:
+        """The request file of an entry that no longer waits (owner's or root's pass)."""
+        try:
+            uid = pwd.getpwnam(row.entry.user).pw_uid
+        except KeyError:
+            return
+        discard_request(Path(self.ctx.settings.state_dir), uid=uid, entry_id=row.entry.id)
 
     def _by(self) -> str | None:
         try:

@@ -292,8 +292,7 @@ class QueueService:
             checked, refused = check_rows(self.ctx, rows, quotas)
             for bad in refused:
                 outcomes.append(self._refuse(bad.row, bad.reason))
-            kept = {r.entry.id for r in self._expire([c.row for c in checked], outcomes)}
-            checked = [c for c in checked if c.entry.id in kept]
+            checked = self._expire(checked, outcomes)
             gpus = GpuService(self.ctx)
             inventory = gpus.read_inventory()
             holdings = gpus.holdings(now).in_force
@@ -437,16 +436,19 @@ class QueueService:
         except KeyError:
             return True  # an account gone is failed by the pass as before
 
-    def _expire(self, rows: list[QueueRow], outcomes: list[QueueOutcome]) -> list[QueueRow]:
+    def _expire(self, items: list[Checked], outcomes: list[QueueOutcome]) -> list[Checked]:
         max_wait = self.ctx.settings.queue.max_wait
         if not max_wait:
-            return rows
+            return items
         now = self.ctx.clock.now()
         kept = []
-        for row in rows:
-            if now - row.entry.enqueued_at >= timedelta(seconds=max_wait):
+        for item in items:
+            row = item.row
+            # The vouched-for time: a backdated row neither ages nor expires by its date.
+            if now - item.entry.enqueued_at >= timedelta(seconds=max_wait):
                 message = f"expired after waiting {int(max_wait // 3600)} h"
                 self.store.set_state(row.entry.id, QueueState.EXPIRED, now=now, message=message)
+                self._discard(row)
                 self._tell(
                     row,
                     f"Your queued request #{row.entry.id} ({row.spec.get('name')}) "
@@ -456,7 +458,7 @@ class QueueService:
                     QueueOutcome(row.entry.id, row.entry.user, "expired", message=message)
                 )
             else:
-                kept.append(row)
+                kept.append(item)
         return kept
 
     def _prepare(self, row: QueueRow) -> Prepared:

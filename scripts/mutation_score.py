@@ -42,6 +42,21 @@ def read_equivalents(path: Path) -> dict[str, str]:
     return out
 
 
+def module_of(name: str) -> str:
+    """``ds01.domain.labels.xǁContainerLabelsǁdecode__mutmut_3`` -> ``ds01.domain.labels``."""
+    head = name.split("__mutmut_", 1)[0]
+    return ".".join(part for part in head.split(".") if not part.startswith("x"))
+
+
+def per_module(considered: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """Killed and total non-equivalent mutants per module."""
+    out: dict[str, tuple[int, int]] = {}
+    for name, status in considered.items():
+        done, total = out.get(module_of(name), (0, 0))
+        out[module_of(name)] = (done + (status in DETECTED), total + 1)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("results", type=Path)
@@ -61,6 +76,8 @@ def main() -> int:
     survivors = sorted(n for n, s in considered.items() if s not in DETECTED)
     rate = 100.0 * killed / len(considered) if considered else 100.0
     print("mutation: statuses " + ", ".join(f"{s} {c}" for s, c in sorted(counts.items())))
+    for module, (done, total) in sorted(per_module(considered).items()):
+        print(f"  {module:<34} killed {done:5} of {total:5} = {100.0 * done / total:5.1f} %")
     for name in survivors:
         print(f"  survived: {name}")
     for name in stale:

@@ -7,6 +7,7 @@ attacks as real ds01t-* users during concurrent creates.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from ds01.adapters.lock_holders import Holder, _lock_lines, holders_of
-from ds01.adapters.locks import host_lock, lay_out_locks
+from ds01.adapters.locks import host_lock, lay_out_locks, watch_lock
 from ds01.errors import ConfigError, NoCapacityError
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="plays a second uid: needs root")
@@ -73,10 +74,18 @@ def _hog(lock: Path) -> subprocess.Popen[bytes]:
         user=NOBODY,
         group=NOBODY,
         extra_groups=[],
+        start_new_session=True,  # flock and its child: ended together by _stop
     )
     assert proc.stdout is not None and proc.stdout.readline() == b"held\n"
     proc.stdout.close()
     return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """End a holder and the child that shares its descriptor (same process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _mode(path: Path) -> int:
@@ -198,8 +207,7 @@ def test_a_waiter_that_gives_up_names_the_holder(state: Path) -> None:
         assert f"nobody, pid {hog.pid} (flock --exclusive {lock}" in out
         assert hog.poll() is None  # a user's waiter never ends anyone
     finally:
-        hog.kill()
-        hog.wait()
+        _stop(hog)
 
 
 def test_root_ends_a_user_process_holding_the_lock_past_its_lease(state: Path) -> None:
@@ -208,16 +216,41 @@ def test_root_ends_a_user_process_holding_the_lock_past_its_lease(state: Path) -
     hog = _hog(lock)
     ended: list[Holder] = []
     try:
-        with host_lock(lock, timeout=0.1, lease=0.5, on_end=ended.append):
-            assert hog.wait() == -signal.SIGKILL
+        # Two looks (two enforcement passes) 59 s apart: within the lease, left alone.
+        assert watch_lock(lock, now=1000.0, on_end=ended.append) == []
+        assert watch_lock(lock, now=1059.0, on_end=ended.append) == []
+        assert hog.poll() is None
+        # 60 s after it was first seen holding it: ended, with its descriptor's sharers.
+        watch_lock(lock, now=1060.0, on_end=ended.append)
+        assert hog.wait() == -signal.SIGKILL
+        with host_lock(lock, timeout=10):  # the kernel dropped the lock with them
+            pass
     finally:
-        if hog.poll() is None:
-            hog.kill()
-            hog.wait()
+        _stop(hog)
     # flock(1) took it; its child sleep shared the descriptor and was ended as well.
     assert ended[0].pid == hog.pid
     assert {h.uid for h in ended} == {NOBODY} and len(ended) == 2
     assert any(h.command == "sleep 1000" for h in ended)
+    assert watch_lock(lock) == []  # free now: the record is cleared
+    record = state / "locks" / "held.json"
+    assert record.stat().st_uid == 0 and _mode(record) == 0o600
+
+
+def test_a_new_holder_with_the_same_pid_starts_its_own_lease(state: Path) -> None:
+    lay_out_locks(state)
+    lock = state / "locks" / "allocation.lock"
+    hog = _hog(lock)
+    try:
+        watch_lock(lock, now=1000.0)
+        _stop(hog)
+        again = _hog(lock)  # another process (another start time, maybe the same pid)
+        try:
+            assert watch_lock(lock, now=2000.0) == []  # first seen now
+            assert again.poll() is None
+        finally:
+            _stop(again)
+    finally:
+        _stop(hog)
 
 
 def test_root_never_ends_roots_own_holder(state: Path) -> None:
@@ -226,19 +259,20 @@ def test_root_never_ends_roots_own_holder(state: Path) -> None:
     proc = subprocess.Popen(
         ["flock", "--exclusive", str(lock), "sh", "-c", "echo held; exec sleep 1000"],
         stdout=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"held\n"
         proc.stdout.close()
-        with pytest.raises(NoCapacityError) as err, host_lock(lock, timeout=0.1, lease=0.3):
+        assert watch_lock(lock, now=0.0) == [] and watch_lock(lock, now=1e6) == []
+        with pytest.raises(NoCapacityError) as err, host_lock(lock, timeout=0.1):
             pass
         assert err.value.code == "lock_timeout" and f"root, pid {proc.pid}" in err.value.message
         assert proc.poll() is None
         st = lock.stat()
         assert [h.pid for h in holders_of(st.st_dev, st.st_ino)] == [proc.pid]
     finally:
-        proc.kill()
-        proc.wait()
+        _stop(proc)
 
 
 def test_proc_locks_lines_are_matched_by_device_and_inode() -> None:

@@ -21,16 +21,19 @@ must be usable by them and yet out of their reach:
 * A user can still hold the lock (the file is readable, and nothing in stage 1 stops a
   process from ``flock``-ing what it can open), so holding it is bounded instead
   (:mod:`ds01.adapters.lock_holders`): a waiter that gives up names the holder (user,
-  pid, command) in its exit-4 message, and **root** (the enforcement timer's queue pass,
-  every minute) ends a non-root holder that still holds it after root waited the
-  *lease* (default 60 s; DS01's own holders need a few seconds). In stage 2 only ds01d
-  takes the lock and users cannot open the directory at all.
+  pid, command) in its exit-4 message, and **root** looks at the lock in every
+  enforcement pass (:func:`watch_lock`, every minute, without waiting): a non-root
+  process found holding it in passes at least the *lease* apart (default 60 s; DS01's
+  own holders need a few seconds) is ended. In stage 2 only ds01d takes the lock and
+  users cannot open the directory at all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import json
 import logging
 import os
 import secrets
@@ -47,9 +50,11 @@ __all__ = [
     "ALLOCATION_LOCK",
     "DEFAULT_LEASE_S",
     "ENFORCE_LOCK",
+    "HELD_RECORD",
     "LOCK_DIR",
     "host_lock",
     "lay_out_locks",
+    "watch_lock",
 ]
 
 LOCK_DIR = "locks"
@@ -58,8 +63,8 @@ ENFORCE_LOCK = "enforce.lock"
 _LOCK_NAMES = (ALLOCATION_LOCK, ENFORCE_LOCK)
 #: How long root waits before it ends a non-root process that holds a lock.
 DEFAULT_LEASE_S = 60.0
-#: After ending a holder, how long root waits for the kernel to drop its lock.
-_AFTER_END_S = 10.0
+#: Root's own record of who it last saw holding each lock (in root's ``locks/``).
+HELD_RECORD = "held.json"
 _POLL_S = 0.05
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO planted in the lock's place must not hang the opener.
@@ -286,52 +291,109 @@ def _wait(fd: int, until: float) -> bool:
 
 
 @contextmanager
-def host_lock(
-    path: Path,
-    *,
-    timeout: float,
-    what: str = "GPU allocation",
-    lease: float | None = None,
-    on_end: Callable[[Holder], None] | None = None,
-) -> Iterator[float]:
+def host_lock(path: Path, *, timeout: float, what: str = "GPU allocation") -> Iterator[float]:
     """Hold the exclusive lock at ``path``; yields the seconds spent waiting for it.
-
-    Not had within ``timeout``: exit 4 naming the holder. Root waits up to ``lease``
-    (``DEFAULT_LEASE_S`` when not given) instead, and then ends each non-root process
-    that held the lock both when root began waiting and still (``on_end`` reports each,
-    e.g. to the event log) before trying once more.
-    """
+    Not had within ``timeout``: exit 4, naming the holder."""
     fd = _open_lock(path)
     start = time.monotonic()
     try:
-        got = _wait(fd, start + timeout)
-        if not got and os.geteuid() == 0:
-            got = _reap_and_wait(fd, start, max(lease or DEFAULT_LEASE_S, timeout), on_end)
-        if not got:
+        if not _wait(fd, start + timeout):
             raise _busy(fd, what, timeout)
         yield time.monotonic() - start
     finally:
         os.close(fd)  # closing the descriptor releases the flock
 
 
-def _reap_and_wait(
-    fd: int, start: float, lease: float, on_end: Callable[[Holder], None] | None
-) -> bool:
-    st = os.fstat(fd)
-    first = {h.key for h in holders_of(st.st_dev, st.st_ino)}
-    if _wait(fd, start + lease):
-        return True
-    ended = False
-    for holder in holders_of(st.st_dev, st.st_ino):
-        # Only a holder seen at both ends of the lease, and never root's own commands.
-        if holder.key not in first or holder.uid in (None, 0):
-            continue
-        for gone in end_holder(holder):
-            ended = True
-            log.warning("ended %s: it held a DS01 lock past its lease", gone.describe())
-            if on_end is not None:
-                on_end(gone)
-    return ended and _wait(fd, time.monotonic() + _AFTER_END_S)
+def watch_lock(
+    path: Path,
+    *,
+    lease: float = DEFAULT_LEASE_S,
+    on_end: Callable[[Holder], None] | None = None,
+    now: float | None = None,
+) -> list[Holder]:
+    """Root, once per pass, without waiting: who holds ``path`` now? A non-root holder
+    that was already holding it at an earlier look at least ``lease`` seconds ago is
+    ended (with every process sharing its descriptor); returns those ended.
+
+    The looks are kept in ``locks/held.json`` (root's directory: users cannot touch it).
+    A holder is the same process only with the same pid and start time."""
+    if os.geteuid() != 0:
+        return []
+    fd = _open_lock(path)
+    try:
+        if _try_lock(fd):
+            _write_seen(path, {})
+            return []  # free: forget earlier looks; the lock is released on close
+        st = os.fstat(fd)
+        holders = holders_of(st.st_dev, st.st_ino)
+    finally:
+        os.close(fd)
+    when = time.time() if now is None else now
+    seen = _read_seen(path)
+    kept: dict[str, float] = {}
+    ended: list[Holder] = []
+    for holder in holders:
+        if holder.uid in (None, 0):
+            continue  # root's own commands are an administrator's business
+        key = f"{holder.pid}:{holder.start}"
+        since = seen.get(key, when)
+        if when - since >= lease:
+            for gone in end_holder(holder):
+                ended.append(gone)
+                log.warning("ended %s: it held a DS01 lock past its lease", gone.describe())
+                if on_end is not None:
+                    on_end(gone)
+        else:
+            kept[key] = since
+    _write_seen(path, kept)
+    return ended
+
+
+def _read_seen(path: Path) -> dict[str, float]:
+    try:
+        fd = os.open(path.parent / HELD_RECORD, _FILE_FLAGS)
+    except OSError:
+        return {}
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_size > 65536:
+            return {}
+        data = json.loads(os.read(fd, 65536) or b"{}")
+        entries = data.get(path.name, {}) if isinstance(data, dict) else {}
+        return {str(k): float(v) for k, v in entries.items()}
+    except (ValueError, TypeError, AttributeError, OSError):
+        return {}
+    finally:
+        os.close(fd)
+
+
+def _write_seen(path: Path, seen: dict[str, float]) -> None:
+    record = path.parent / HELD_RECORD
+    try:
+        fd = os.open(record, _FILE_FLAGS)
+        try:
+            data = json.loads(os.read(fd, 65536) or b"{}")
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    data[path.name] = seen
+    # Written whole and renamed into root's directory: never through a link.
+    tmp = record.with_name(f".{HELD_RECORD}.{os.getpid()}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o600)
+        try:
+            os.write(fd, json.dumps(data).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, record)
+    except OSError as exc:
+        log.warning("cannot record the lock's holders in %s: %s", record, exc)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def _busy(fd: int, what: str, timeout: float) -> NoCapacityError:
@@ -343,7 +405,7 @@ def _busy(fd: int, what: str, timeout: float) -> NoCapacityError:
     return NoCapacityError(
         f"The host is busy: the {what} lock was not free within {timeout:g} s.{held_by}",
         hint="Try again in a moment; nothing was created. A process that keeps holding it "
-        "is ended by root's enforcement pass after its lease.",
+        "is ended by root's enforcement pass once it has held it past its lease.",
         code="lock_timeout",
         details={"holders": [h.to_dict() for h in holders]},
     )

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ds01.adapters.create_journal import crash_point
-from ds01.adapters.locks import ALLOCATION_LOCK, LOCK_DIR, host_lock
+from ds01.adapters.locks import ALLOCATION_LOCK, LOCK_DIR, host_lock, watch_lock
 from ds01.adapters.queue_requests import discard_request, write_request
 from ds01.domain.allocation import Allocation, GpuQuota, GpuRequest
 from ds01.domain.queue import Aging, Grant, QueueEntry, QueueState, Waiting, plan
@@ -273,9 +273,11 @@ class QueueService:
     def process(self) -> list[QueueOutcome]:
         """Grant every waiting entry that fits now, in fair order; expire stale ones.
 
-        Root's pass (every enforcement pass) takes the lock even when nothing waits, so
-        that a process hogging it is found and, past its lease, ended."""
-        if not self.store.waiting() and not self.store.granting() and os.geteuid() != 0:
+        Root's pass (every enforcement pass) first looks at who holds the lock, so that
+        a process hogging it is ended once past its lease (:func:`watch_lock`)."""
+        if os.geteuid() == 0:
+            self._watch_lock()
+        if not self.store.waiting() and not self.store.granting():
             return []
         outcomes: list[QueueOutcome] = []
         granted: list[tuple[Prepared, QueueRow]] = []
@@ -315,7 +317,12 @@ class QueueService:
 
     def _lock(self) -> AbstractContextManager[float]:
         settings = self.ctx.settings
+        return host_lock(self._lock_path(), timeout=settings.gpu.lock_timeout)
 
+    def _lock_path(self) -> Path:
+        return Path(self.ctx.settings.state_dir) / LOCK_DIR / ALLOCATION_LOCK
+
+    def _watch_lock(self) -> None:
         def ended(holder: Holder) -> None:
             self.ctx.events.record(
                 actor=self._by() or "root",
@@ -326,11 +333,11 @@ class QueueService:
                 details=holder.to_dict(),
             )
 
-        return host_lock(
-            Path(settings.state_dir) / LOCK_DIR / ALLOCATION_LOCK,
-            timeout=settings.gpu.lock_timeout,
-            on_end=ended,
-        )
+        try:
+            watch_lock(self._lock_path(), on_end=ended)
+        except (DS01Error, OSError) as exc:
+            why = exc.message if isinstance(exc, DS01Error) else str(exc)
+            self.ctx.warnings.append(f"Cannot look at the allocation lock: {why}")
 
     def _make(
         self, creator: CreateService, item: Checked, allocation: Allocation, out: list[QueueOutcome]

@@ -190,9 +190,10 @@ class EnforceService:
             )
         if dry_run:
             return self._pass(dry_run=True, owners=owners)
-        from ds01.adapters.locks import host_lock
+        from ds01.adapters.locks import host_lock, watch_lock
 
         lock = Path(self.ctx.settings.state_dir) / "locks" / "enforce.lock"
+        watch_lock(lock)  # root: a user holding it past its lease is ended (no-op otherwise)
         with host_lock(lock, timeout=PASS_LOCK_WAIT_S, what="enforcement"):
             return self._pass(dry_run=False, owners=owners)
 

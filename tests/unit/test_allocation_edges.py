@@ -132,7 +132,7 @@ def test_as_holding_and_charges_per_user() -> None:
     ]
     summary = capacity_summary(inv, holdings)
     assert summary.charged_by_user == (("u", Fraction(4, 7)), ("v", Fraction(1)))
-    assert (summary.total_equivalents, summary.free_equivalents) == (Fraction(11, 7), 0)
+    assert (summary.total_equivalents, summary.free_equivalents) == (Fraction(11, 7), Fraction(0))
     assert summary.held_equivalents == Fraction(11, 7)
 
 

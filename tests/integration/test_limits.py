@@ -20,6 +20,7 @@ from ds01.domain.actor import Actor
 from ds01.domain.slices import cgroup_parent
 from ds01.errors import RefusedError
 from ds01.services.containers import ContainerService
+from ds01.services.context import AppContext
 from ds01.services.create import CreateRequest, CreateService
 from tests.integration.conftest import InspectFn
 
@@ -157,6 +158,26 @@ def test_aggregate_memory_caps_all_containers_together(ds01_env, alice: Actor, e
     students["aggregate"] = {"memory": "192m", "pids": 300, "cpus": 1.5}  # ...but not together
     ds01_env.write_limits(policy)
     ctx = ds01_env.context(alice)
+    try:
+        _aggregate_holds(ctx, alice)
+    finally:
+        # The parent cgroup outlives the test: lift the combined limit again, or later
+        # tests' containers (with more CPU each than 1.5) are refused by the kernel.
+        _lift(alice)
+
+
+def _lift(alice: Actor) -> None:
+    root = Path("/sys/fs/cgroup")
+    for controller, name, value in (
+        ("cpu", "cpu.cfs_quota_us", "-1"),
+        ("memory", "memory.limit_in_bytes", "-1"),
+        ("pids", "pids.max", "max"),
+    ):
+        for found in (root / controller / "ds01").glob(f"*/{alice.name.replace('-', '_')}.*"):
+            (found / name).write_text(value)
+
+
+def _aggregate_holds(ctx: AppContext, alice: Actor) -> None:
     result = CreateService(ctx).create(
         alice, CreateRequest(name="agg1", framework="pytorch", cpu_only=True)
     )

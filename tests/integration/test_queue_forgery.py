@@ -15,8 +15,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from ds01.adapters.identity import actor_for_user
 from ds01.adapters.queue_store import QueueStore
@@ -242,8 +245,16 @@ def _finish(pid: int, read: int) -> str:
     return text
 
 
-def _stopped(pid: int) -> bool:
-    return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+def _stopped(pid: int, read: int) -> bool:
+    """True once the child paused itself (SIGSTOP at its pause point). A child that ended
+    instead never will: fail at once with what it said, rather than spin forever."""
+    state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    if state in ("Z", "X"):
+        with os.fdopen(read) as f:
+            said = f.read()
+        os.waitpid(pid, 0)
+        pytest.fail(f"the queue pass ended before its pause point: {said}")
+    return state == "T"
 
 
 def test_a_grant_and_its_entry_change_together_with_a_read_only_database(
@@ -274,8 +285,8 @@ def test_a_grant_and_its_entry_change_together_with_a_read_only_database(
     pid, read = _pass_as(ds01_env, alice, pause_at="queue-granted")
     blocker = sqlite3.connect(db, isolation_level=None)
     try:
-        while not _stopped(pid):  # waits for the state, not for a time
-            pass
+        while not _stopped(pid, read):  # waits for the state, not for a time
+            time.sleep(0.01)
         assert engine.exists(tag)  # made and started, not yet recorded
         assert _store(ds01_env).get(entry).entry.state is QueueState.GRANTING
         blocker.execute("BEGIN EXCLUSIVE")

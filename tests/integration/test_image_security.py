@@ -15,7 +15,6 @@ hermetic base with no packages, so they need no network.
 
 from __future__ import annotations
 
-import grp
 import io
 import json
 import os
@@ -29,11 +28,18 @@ from typing import Any
 import pytest
 
 from ds01.adapters.docker_engine import DockerEngine
+from ds01.adapters.state_setup import install_state
 from ds01.domain.actor import Actor
 from ds01.domain.labels import L
 from ds01.domain.naming import project_image_name
 from ds01.domain.user_setup import account_name
-from tests.integration.conftest import BASE_IMAGE, DEFAULT_LIMITS, ONE_H200, Ds01Env
+from tests.integration.conftest import (
+    BASE_IMAGE,
+    DEFAULT_LIMITS,
+    ONE_H200,
+    TEST_ADMIN_GROUP,
+    Ds01Env,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -72,8 +78,7 @@ def sec_env(engine: DockerEngine, linux_users: dict[str, Actor]) -> Iterator[Ds0
     root.chmod(0o755)
     state = root / "state"
     state.mkdir()
-    os.chown(state, 0, grp.getgrnam("docker").gr_gid)
-    state.chmod(0o2775)
+    install_state(state, group="docker", admin_group=TEST_ADMIN_GROUP)  # as installed
     (root / "ws").mkdir()
     (root / "ws").chmod(0o1777)
     env = Ds01Env(root, root / "ds01.yaml", root / "limits.yaml", root / "gpus.json", engine)

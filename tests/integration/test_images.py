@@ -14,7 +14,6 @@ module's own directory, so other tests' clean-ups of ``~/workspace`` cannot touc
 
 from __future__ import annotations
 
-import grp
 import io
 import json
 import os
@@ -31,6 +30,7 @@ import pytest
 
 from ds01.adapters.docker_engine import DockerEngine
 from ds01.adapters.identity import actor_for_user
+from ds01.adapters.state_setup import install_state
 from ds01.domain.actor import Actor
 from ds01.domain.labels import LIST_SEPARATOR, L
 from ds01.domain.naming import project_image_name
@@ -38,6 +38,7 @@ from ds01.services.image_build import ImageBuilder
 from tests.integration.conftest import (
     DEFAULT_LIMITS,
     ONE_H200,
+    TEST_ADMIN_GROUP,
     USER_PREFIX,
     Ds01Env,
 )
@@ -105,8 +106,7 @@ def image_env(engine: DockerEngine, linux_users: dict[str, Actor]) -> Iterator[D
     # is in, so files one user creates stay writable by the others.
     state = root / "state"
     state.mkdir()
-    os.chown(state, 0, grp.getgrnam("docker").gr_gid)
-    state.chmod(0o2775)
+    install_state(state, group="docker", admin_group=TEST_ADMIN_GROUP)  # as installed
     (root / "ws").mkdir()
     (root / "ws").chmod(0o1777)  # each user makes their own workspace base here
     env = Ds01Env(

@@ -42,12 +42,13 @@ import pytest
 
 from ds01.adapters.docker_engine import DockerEngine
 from ds01.adapters.identity import actor_for_user
+from ds01.adapters.state_setup import install_state
 from ds01.domain.actor import Actor
 from ds01.domain.labels import L
 from ds01.domain.naming import container_tag, project_image_name
 from ds01.services.orchestrate import packages_from_changes
 from tests.conftest import FIXTURES
-from tests.integration.conftest import BASE_IMAGE, DS01_BIN, ONE_H200, Ds01Env
+from tests.integration.conftest import BASE_IMAGE, DS01_BIN, ONE_H200, TEST_ADMIN_GROUP, Ds01Env
 
 USER, GROUP = "ds01u-erin", "ds01u-ux"
 PROJECT = "my-thesis"
@@ -139,8 +140,7 @@ def ux_env(engine: DockerEngine, erin: Actor, stand_in: str) -> Iterator[Ds01Env
     root.chmod(0o755)
     state = root / "state"
     state.mkdir()
-    os.chown(state, 0, grp.getgrnam("docker").gr_gid)
-    state.chmod(0o2775)
+    install_state(state, group="docker", admin_group=TEST_ADMIN_GROUP)  # as installed
     catalog = root / "ml_images.repo"
     # AIME's v2 line format; the TensorFlow line gives the framework picker a choice.
     catalog.write_text(

@@ -32,10 +32,7 @@ pytestmark = pytest.mark.docker
 USER = "ds01t-alice"
 
 #: Case id -> why it fails today. A listed case is reported, not asserted.
-EXPECTED_BUGS: dict[str, str] = {
-    "catalog-9": "a catalog that is not UTF-8 ends in 'internal error (UnicodeDecodeError)', "
-    "exit 1, instead of exit 2 naming the file",
-}
+EXPECTED_BUGS: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

@@ -183,5 +183,10 @@ class AppContext:
                 f"Cannot read the catalog {path}: {exc.strerror}.",
                 hint="Check 'catalog' in the DS01 configuration and the file's permissions.",
             ) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"The catalog {path} is not UTF-8 text (byte {exc.start}).",
+                hint="Point 'catalog' at AIME's ml_images.repo, or fix the file's encoding.",
+            ) from exc
         # Parse warnings (duplicate lines) are for admins: `catalog list` shows them.
         return parse_catalog(text, str(path))

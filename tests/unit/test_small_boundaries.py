@@ -1,11 +1,15 @@
-"""Leftover boundaries and words, written out: the device-UUID rule's explanation, and
-slice names for logins with several '@', runs of '_', over-long and non-ASCII names."""
+"""Leftover boundaries and words, written out: the device-UUID rule's explanation, slice
+names for logins with several '@', runs of '_', over-long and non-ASCII names, device
+look-up by UUID, and the verdict on a missing sample."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
-from ds01.domain.devices import device_uuid_problem
+from ds01.domain.devices import Device, Inventory, device_uuid_problem
+from ds01.domain.idle import Activity, Assessment, assess_sample
 from ds01.domain.slices import slice_component
 
 
@@ -38,3 +42,21 @@ def test_slice_components(name: str, component: str) -> None:
 def test_an_empty_name_has_no_slice() -> None:
     with pytest.raises(ValueError, match=r"^cannot build a slice name from an empty user or"):
         slice_component("")
+
+
+def test_inventory_finds_a_device_by_uuid() -> None:
+    whole = Device("GPU-1", 0, "A100", 40960, slices=7, total_slices=7)
+    inv = Inventory(devices=(whole,))
+    assert inv.device("GPU-1") is whole
+    assert inv.device("GPU-2") is None
+
+
+def test_no_sample_is_unmeasured_on_every_signal() -> None:
+    verdict = assess_sample(
+        None,
+        gpu_threshold=5.0,
+        cpu_threshold=2.0,
+        network_threshold_bytes=1 << 20,
+        network_threshold_per=timedelta(minutes=1),
+    )
+    assert verdict == Assessment(Activity.UNMEASURED, (), ("gpu", "cpu", "network"))

@@ -229,7 +229,10 @@ def stress_users(linux_users: dict[str, Actor]) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    strict=True,  # an XPASS fails the run: when the defaults start to hold, drop this mark
+    # Not strict: the outcome depends on how loaded the 2-core host is, and one
+    # development run passed (XPASS) while another failed; a strict mark would make CI
+    # flaky. An XPASS is listed in the run's summary, where it is noticed.
+    strict=False,
     raises=AssertionError,  # only the counts below; an engine or setup error still fails
     reason=(
         "with the shipped gpu.lock_timeout (15 s) the 64-create burst on a 2-core host "

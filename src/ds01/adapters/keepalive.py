@@ -51,7 +51,10 @@ def vetted(shipped: Path) -> Path:
         if st.st_uid not in trusted:
             problem = f"belongs to uid {st.st_uid}"
             break
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        # A root-owned sticky directory (/tmp) is safe above us: others may add entries
+        # but cannot rename or replace ours, and the next component is checked in turn.
+        sticky_root_dir = component != path and st.st_uid == 0 and st.st_mode & stat.S_ISVTX
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky_root_dir:
             problem = "is writable by others"
             break
     else:

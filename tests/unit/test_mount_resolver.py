@@ -262,3 +262,22 @@ def test_a_keepalive_others_could_replace_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as err:
         vetted(exe)
     assert err.value.code == "keepalive_untrusted"
+
+
+def test_a_root_owned_sticky_directory_above_the_keepalive_is_accepted(tmp_path: Path) -> None:
+    """/tmp-like: others may add entries there but not replace ours (CI may clone there)."""
+    if os.geteuid() != 0:
+        pytest.skip("the sticky directory must be root's")
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    exe = sticky / "install" / "keepalive"
+    exe.parent.mkdir()
+    exe.parent.chmod(0o755)
+    exe.write_bytes(keepalive_elf("x86_64"))
+    exe.chmod(0o755)
+    assert vetted(exe) == exe.resolve()
+    sticky.chmod(0o777)  # the same directory without the sticky bit is not safe
+    with pytest.raises(UsageError, match="is writable by others") as err:
+        vetted(exe)
+    assert err.value.code == "keepalive_untrusted"

@@ -172,6 +172,13 @@ def events(env: Ds01Env) -> list[Any]:
     return list(env.context(root_actor()).events.query(limit=None))
 
 
+def _work_mount(engine: DockerEngine, container: str) -> Path:
+    """The host workspace DS01 recorded in the container's labels."""
+    decoded = engine.inspect(container).info.decoded
+    assert decoded is not None and decoded.work_mount, f"{container} has no DS01 work mount"
+    return Path(decoded.work_mount)
+
+
 # --------------------------------------------------------------------------- the story
 
 
@@ -202,9 +209,9 @@ def test_idle_is_stopped_and_freed_busy_exempt_and_keep_alive_are_not(
     busy_ctx = enf_env.context(actors[BUSY])
     ContainerService(busy_ctx).exec(actors[BUSY], "busy", ["sh", "-c", "while :; do :; done &"])
 
-    keep_workspace = Path(engine.inspect(tags[KEEP]).info.decoded.work_mount)  # type: ignore[union-attr]
+    keep_workspace = _work_mount(engine, tags[KEEP])
     (keep_workspace / ".keep-alive").touch()
-    idle_workspace = Path(engine.inspect(tags[IDLE]).info.decoded.work_mount)  # type: ignore[union-attr]
+    idle_workspace = _work_mount(engine, tags[IDLE])
     (idle_workspace / "thesis.tex").write_text("my work\n")
 
     grant(

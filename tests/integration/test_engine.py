@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from ds01.adapters.docker_engine import DockerEngine
 from ds01.domain.actor import Actor
 from ds01.domain.labels import AIME_CONTAINER_VERSION, L
 from ds01.errors import NotFoundError, RefusedError, UsageError
 from ds01.services.containers import ContainerService
+from ds01.services.context import AppContext
 from ds01.services.create import CreateRequest, CreateService
-from tests.integration.conftest import BASE_IMAGE, InspectFn
+from tests.integration.conftest import BASE_IMAGE, Ds01Env, InspectFn
 
 pytestmark = pytest.mark.docker
 
@@ -38,7 +40,7 @@ AIME_V2_LABELS = {
 }
 
 
-def _exec(ctx, actor: Actor, name: str, *argv: str) -> tuple[int, str]:
+def _exec(ctx: AppContext, actor: Actor, name: str, *argv: str) -> tuple[int, str]:
     out: list[bytes] = []
 
     def collect(stdout: bytes | None, stderr: bytes | None) -> None:
@@ -49,7 +51,7 @@ def _exec(ctx, actor: Actor, name: str, *argv: str) -> tuple[int, str]:
 
 
 def test_create_from_catalog_name_has_aime_labels_mounts_and_user(
-    ds01_env, alice: Actor, docker_inspect: InspectFn, tmp_path: Path
+    ds01_env: Ds01Env, alice: Actor, docker_inspect: InspectFn, tmp_path: Path
 ) -> None:
     ctx = ds01_env.context(alice)
     data = Path(alice.home) / "datasets"
@@ -90,7 +92,9 @@ def test_create_from_catalog_name_has_aime_labels_mounts_and_user(
     assert inspected["State"]["Status"] == "running"
 
 
-def test_exec_runs_in_workspace_as_the_caller_with_a_passwd_entry(ds01_env, alice: Actor) -> None:
+def test_exec_runs_in_workspace_as_the_caller_with_a_passwd_entry(
+    ds01_env: Ds01Env, alice: Actor
+) -> None:
     ctx = ds01_env.context(alice)
     CreateService(ctx).create(alice, CreateRequest(name="who", framework="pytorch"))
 
@@ -111,7 +115,7 @@ def test_exec_runs_in_workspace_as_the_caller_with_a_passwd_entry(ds01_env, alic
     assert code == 7
 
 
-def test_create_from_image_flag(ds01_env, alice: Actor, docker_inspect: InspectFn) -> None:
+def test_create_from_image_flag(ds01_env: Ds01Env, alice: Actor, docker_inspect: InspectFn) -> None:
     ctx = ds01_env.context(alice)
     result = CreateService(ctx).create(alice, CreateRequest(name="custom", image=BASE_IMAGE))
     labels = docker_inspect(result.container)["Config"]["Labels"]
@@ -123,7 +127,7 @@ def test_create_from_image_flag(ds01_env, alice: Actor, docker_inspect: InspectF
 
 
 def test_aime_created_container_is_listed_opened_and_removed(
-    ds01_env, alice: Actor, engine
+    ds01_env: Ds01Env, alice: Actor, engine: DockerEngine
 ) -> None:
     """A container made the way AIME's ``mlc create`` makes it (labels and name only)."""
     tag = f"aimeold._.{alice.uid}"
@@ -191,7 +195,7 @@ def ds01_env_bin() -> Path:
     return DS01_BIN
 
 
-def _cli_env(env) -> dict[str, str]:
+def _cli_env(env: Ds01Env) -> dict[str, str]:
     return {
         "PATH": "/usr/bin:/bin",
         "DS01_CONFIG": str(env.config_path),
@@ -201,7 +205,9 @@ def _cli_env(env) -> dict[str, str]:
     }
 
 
-def test_users_cannot_touch_each_others_containers(ds01_env, alice: Actor, bob: Actor) -> None:
+def test_users_cannot_touch_each_others_containers(
+    ds01_env: Ds01Env, alice: Actor, bob: Actor
+) -> None:
     CreateService(ds01_env.context(alice)).create(
         alice, CreateRequest(name="mine", framework="pytorch")
     )
@@ -217,7 +223,7 @@ def test_users_cannot_touch_each_others_containers(ds01_env, alice: Actor, bob: 
     assert [v.name for v in ContainerService(bob_ctx).list_views(bob)] == []
 
 
-def _containers_of(engine, actor: Actor) -> list[str]:
+def _containers_of(engine: DockerEngine, actor: Actor) -> list[str]:
     return [c.tag for c in engine.list_containers([f"{L.USER}={actor.name}"])]
 
 
@@ -233,7 +239,7 @@ def _containers_of(engine, actor: Actor) -> list[str]:
     ],
 )
 def test_bad_input_exits_2_and_changes_nothing(
-    ds01_env, alice: Actor, engine, args: list[str], needle: str
+    ds01_env: Ds01Env, alice: Actor, engine: DockerEngine, args: list[str], needle: str
 ) -> None:
     before = _containers_of(engine, alice)
     result = ds01_env.run_cli(alice.name, "container", "create", "--", *args)
@@ -243,7 +249,9 @@ def test_bad_input_exits_2_and_changes_nothing(
     assert not (Path(alice.home) / "workspace" / args[0]).exists()
 
 
-def test_malformed_catalog_exits_2_and_changes_nothing(ds01_env, alice: Actor, engine) -> None:
+def test_malformed_catalog_exits_2_and_changes_nothing(
+    ds01_env: Ds01Env, alice: Actor, engine: DockerEngine
+) -> None:
     bad = ds01_env.root / "bad.repo"
     bad.write_text(
         "Pytorch, 2.5.1, [CUDA_ADA], aimehub/pytorch-2.5.1-aime-cuda12.1.1\n"
@@ -257,7 +265,7 @@ def test_malformed_catalog_exits_2_and_changes_nothing(ds01_env, alice: Actor, e
     assert _containers_of(engine, alice) == []
 
 
-def test_existing_name_exits_2(ds01_env, alice: Actor) -> None:
+def test_existing_name_exits_2(ds01_env: Ds01Env, alice: Actor) -> None:
     ctx = ds01_env.context(alice)
     CreateService(ctx).create(alice, CreateRequest(name="twice", framework="pytorch"))
     with pytest.raises(UsageError) as err:
@@ -265,7 +273,7 @@ def test_existing_name_exits_2(ds01_env, alice: Actor) -> None:
     assert err.value.code == "container_exists"
 
 
-def test_list_json_keys_through_the_cli(ds01_env, alice: Actor) -> None:
+def test_list_json_keys_through_the_cli(ds01_env: Ds01Env, alice: Actor) -> None:
     CreateService(ds01_env.context(alice)).create(
         alice, CreateRequest(name="listed", framework="pytorch")
     )
@@ -283,13 +291,13 @@ def test_list_json_keys_through_the_cli(ds01_env, alice: Actor) -> None:
     assert row["gpus"] == ["GPU-4336be95-7b17-b1da-7b70-0352e1d3655d"]
 
 
-def test_root_without_sudo_user_is_refused(ds01_env) -> None:
+def test_root_without_sudo_user_is_refused(ds01_env: Ds01Env) -> None:
     result = ds01_env.run_cli(None, "container", "create", "rootbox", "pytorch")
     assert result.returncode == 3
     assert "root" in result.stderr
 
 
-def test_events_record_who_what_result(ds01_env, alice: Actor) -> None:
+def test_events_record_who_what_result(ds01_env: Ds01Env, alice: Actor) -> None:
     ctx = ds01_env.context(alice)
     CreateService(ctx).create(alice, CreateRequest(name="ev", framework="pytorch"))
     ContainerService(ctx).stop(alice, "ev", timeout=1)
@@ -302,7 +310,7 @@ def test_events_record_who_what_result(ds01_env, alice: Actor) -> None:
     assert ("container.remove", "ok", alice.name) in actions
 
 
-def test_aime_mlc_list_can_parse_what_ds01_creates(ds01_env, alice: Actor) -> None:
+def test_aime_mlc_list_can_parse_what_ds01_creates(ds01_env: Ds01Env, alice: Actor) -> None:
     """AIME's ``mlc list`` reads ``docker container ls --format '{{json .}}'`` and splits
     the Labels string on ',' then on the first '=': no DS01 label may hold a comma."""
     ds01_env.write_inventory(

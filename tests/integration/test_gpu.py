@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from ds01.adapters.docker_engine import DockerEngine
 from ds01.domain.actor import Actor
 from ds01.domain.labels import L
 from ds01.errors import NoCapacityError, RefusedError, UsageError
 from ds01.services.containers import ContainerService
 from ds01.services.create import CreateRequest, CreateService
 from ds01.services.gpus import GpuService
-from tests.integration.conftest import DS01_BIN, InspectFn, remove_test_containers
+from tests.integration.conftest import DS01_BIN, Ds01Env, InspectFn, remove_test_containers
 
 pytestmark = pytest.mark.docker
 
@@ -49,7 +50,7 @@ TWO_GPUS = {
 
 
 def test_plan_test_case_4_allocation_shown_and_released(
-    ds01_env, alice: Actor, docker_inspect: InspectFn
+    ds01_env: Ds01Env, alice: Actor, docker_inspect: InspectFn
 ) -> None:
     ctx = ds01_env.context(alice)
     result = CreateService(ctx).create(alice, CreateRequest(name="gpu-test", framework="pytorch"))
@@ -81,7 +82,9 @@ def test_plan_test_case_4_allocation_shown_and_released(
     assert status["free_equivalents"] == 1
 
 
-def test_quota_refusal_exits_3_with_the_numbers(ds01_env, alice: Actor, engine) -> None:
+def test_quota_refusal_exits_3_with_the_numbers(
+    ds01_env: Ds01Env, alice: Actor, engine: DockerEngine
+) -> None:
     ds01_env.write_inventory(TWO_GPUS)
     ds01_env.write_limits(
         {
@@ -109,7 +112,7 @@ def test_quota_refusal_exits_3_with_the_numbers(ds01_env, alice: Actor, engine) 
 
 
 def test_queue_grants_the_freed_device_and_tells_the_owner(
-    ds01_env, alice: Actor, bob: Actor, engine
+    ds01_env: Ds01Env, alice: Actor, bob: Actor, engine: DockerEngine
 ) -> None:
     ctx_a, ctx_b = ds01_env.context(alice), ds01_env.context(bob)
     CreateService(ctx_a).create(alice, CreateRequest(name="first", framework="pytorch"))
@@ -128,16 +131,17 @@ def test_queue_grants_the_freed_device_and_tells_the_owner(
 
     ContainerService(ctx_a).remove(alice, "first", force=True)  # frees the device for the queue
 
-    granted = engine.inspect(f"second._.{bob.uid}")
-    assert granted.info.decoded.gpu_uuids == (H200_UUID,)
-    assert granted.info.decoded.queue_id == str(queued.queued)
+    granted = engine.inspect(f"second._.{bob.uid}").info.decoded
+    assert granted is not None, "the granted container lost its DS01 labels"
+    assert granted.gpu_uuids == (H200_UUID,)
+    assert granted.queue_id == str(queued.queued)
     events = json.loads(ds01_env.run_cli(bob.name, "events", "--json").stdout)
     assert any(e["action"] == "queue.grant" and e["result"] == "ok" for e in events)
     alerts = Path(bob.home) / "workspace" / "second" / ".ds01-alerts"
     assert "was granted" in alerts.read_text()  # bob has no terminal here: the file
 
 
-def test_queue_cancel(ds01_env, alice: Actor, bob: Actor) -> None:
+def test_queue_cancel(ds01_env: Ds01Env, alice: Actor, bob: Actor) -> None:
     CreateService(ds01_env.context(alice)).create(
         alice, CreateRequest(name="x", framework="pytorch")
     )
@@ -152,7 +156,7 @@ def test_queue_cancel(ds01_env, alice: Actor, bob: Actor) -> None:
     assert json.loads(ds01_env.run_cli(bob.name, "gpu", "queue", "--json").stdout) == []
 
 
-def test_start_refuses_when_the_device_is_gone(ds01_env, alice: Actor) -> None:
+def test_start_refuses_when_the_device_is_gone(ds01_env: Ds01Env, alice: Actor) -> None:
     ctx = ds01_env.context(alice)
     CreateService(ctx).create(alice, CreateRequest(name="vanish", framework="pytorch"))
     ContainerService(ctx).stop(alice, "vanish", timeout=1)
@@ -163,7 +167,7 @@ def test_start_refuses_when_the_device_is_gone(ds01_env, alice: Actor) -> None:
     assert H200_UUID in err.value.message
 
 
-def test_mig_only_user_never_gets_a_whole_gpu(ds01_env, alice: Actor) -> None:
+def test_mig_only_user_never_gets_a_whole_gpu(ds01_env: Ds01Env, alice: Actor) -> None:
     ds01_env.write_inventory(
         {
             "gpus": [
@@ -241,7 +245,7 @@ def stress_users(linux_users: dict[str, Actor]) -> list[str]:
     ),
 )
 def test_stress_64_concurrent_creates_on_56_mig_slices(
-    ds01_env, stress_users: list[str], engine
+    ds01_env: Ds01Env, stress_users: list[str], engine: DockerEngine
 ) -> None:
     ds01_env.write_inventory(
         {

@@ -13,16 +13,18 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from ds01.adapters.docker_engine import DockerEngine
 from ds01.domain.actor import Actor
 from ds01.domain.slices import cgroup_parent
 from ds01.errors import RefusedError
 from ds01.services.containers import ContainerService
 from ds01.services.context import AppContext
 from ds01.services.create import CreateRequest, CreateService
-from tests.integration.conftest import InspectFn
+from tests.integration.conftest import Ds01Env, InspectFn
 
 pytestmark = pytest.mark.docker
 
@@ -53,7 +55,7 @@ POLICY = {
 }
 
 
-def _host(inspected: dict) -> dict:
+def _host(inspected: dict[str, Any]) -> dict[str, Any]:
     hc = inspected["HostConfig"]
     return {
         k: hc[k]
@@ -62,7 +64,7 @@ def _host(inspected: dict) -> dict:
 
 
 def test_plan_test_case_3_two_groups_and_an_override(
-    ds01_env, linux_users: dict[str, Actor], docker_inspect: InspectFn
+    ds01_env: Ds01Env, linux_users: dict[str, Actor], docker_inspect: InspectFn
 ) -> None:
     ds01_env.write_limits(POLICY)
     driver = ds01_env.engine.cgroup_driver()
@@ -88,7 +90,7 @@ def test_plan_test_case_3_two_groups_and_an_override(
         assert labels["aime.mlc.DS01_GROUP"] == group
 
 
-def test_limits_command_shows_sources(ds01_env, linux_users: dict[str, Actor]) -> None:
+def test_limits_command_shows_sources(ds01_env: Ds01Env, linux_users: dict[str, Actor]) -> None:
     ds01_env.write_limits(POLICY)
     result = ds01_env.run_cli("ds01t-dave", "limits", "--json")
     assert result.returncode == 0, result.stderr
@@ -107,7 +109,9 @@ def test_limits_command_shows_sources(ds01_env, linux_users: dict[str, Actor]) -
     assert other.returncode == 3
 
 
-def test_max_containers_counts_every_state_and_names_them(ds01_env, alice: Actor, engine) -> None:
+def test_max_containers_counts_every_state_and_names_them(
+    ds01_env: Ds01Env, alice: Actor, engine: DockerEngine
+) -> None:
     ds01_env.write_limits(POLICY)
     ctx = ds01_env.context(alice)
     for name in ("c1", "c2", "c3"):
@@ -127,7 +131,7 @@ def test_max_containers_counts_every_state_and_names_them(ds01_env, alice: Actor
     assert not (Path(alice.home) / "workspace" / "c4").exists()
 
 
-def _exec_code(ctx, actor: Actor, name: str, *argv: str) -> int:
+def _exec_code(ctx: AppContext, actor: Actor, name: str, *argv: str) -> int:
     return ContainerService(ctx).exec(actor, name, list(argv), on_output=lambda o, e: None)
 
 
@@ -135,7 +139,7 @@ HOG = "a = b'x' * ({mb} * 1024 * 1024); print('survived')"
 
 
 def test_memory_hog_is_stopped_by_its_limit_and_the_host_is_fine(
-    ds01_env, alice: Actor, engine
+    ds01_env: Ds01Env, alice: Actor, engine: DockerEngine
 ) -> None:
     policy = json.loads(json.dumps(POLICY))
     policy["groups"]["ds01t-students"]["memory"] = "128m"
@@ -148,7 +152,9 @@ def test_memory_hog_is_stopped_by_its_limit_and_the_host_is_fine(
     assert engine.info()["ServerVersion"]  # the engine (and host) carry on
 
 
-def test_aggregate_memory_caps_all_containers_together(ds01_env, alice: Actor, engine) -> None:
+def test_aggregate_memory_caps_all_containers_together(
+    ds01_env: Ds01Env, alice: Actor, engine: DockerEngine
+) -> None:
     if engine.cgroup_driver() != "cgroupfs" or Path("/sys/fs/cgroup/cgroup.controllers").exists():
         pytest.skip("this check is written for the cgroupfs driver on cgroup v1 (CI's setup)")
     policy = json.loads(json.dumps(POLICY))
@@ -233,7 +239,7 @@ def ldap_user(linux_users: dict[str, Actor]) -> Actor:
 
 
 def test_an_ldap_user_gets_a_valid_slice_and_a_working_account(
-    ds01_env, ldap_user: Actor, docker_inspect: InspectFn
+    ds01_env: Ds01Env, ldap_user: Actor, docker_inspect: InspectFn
 ) -> None:
     policy = json.loads(json.dumps(POLICY))
     policy["groups"]["ds01t-students"]["aggregate"] = {"memory": "2g"}

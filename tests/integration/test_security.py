@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from ds01.adapters.docker_engine import DockerEngine
 from ds01.domain.actor import Actor
 from ds01.domain.labels import L
 from ds01.errors import NoCapacityError, RefusedError, UsageError
 from ds01.services.containers import ContainerService
 from ds01.services.create import CreateRequest, CreateService
 from ds01.services.gpus import GpuService
-from tests.integration.conftest import BASE_IMAGE, InspectFn
+from tests.integration.conftest import BASE_IMAGE, Ds01Env, InspectFn
 
 pytestmark = pytest.mark.docker
 
@@ -23,7 +24,7 @@ H200_UUID = "GPU-4336be95-7b17-b1da-7b70-0352e1d3655d"
 
 
 def test_a_symlinked_workspace_is_refused_and_nothing_made(
-    ds01_env, alice: Actor, engine, tmp_path: Path
+    ds01_env: Ds01Env, alice: Actor, engine: DockerEngine, tmp_path: Path
 ) -> None:
     outside = Path("/tmp") / f"ds01-outside-{os.getpid()}"
     outside.mkdir(exist_ok=True)
@@ -49,7 +50,7 @@ def test_a_symlinked_workspace_is_refused_and_nothing_made(
 
 
 def test_a_directory_the_user_may_only_read_is_mounted_read_only(
-    ds01_env, alice: Actor, bob: Actor, docker_inspect: InspectFn
+    ds01_env: Ds01Env, alice: Actor, bob: Actor, docker_inspect: InspectFn
 ) -> None:
     shared = Path(bob.home) / "shared-data"
     shared.mkdir(exist_ok=True)
@@ -68,7 +69,7 @@ def test_a_directory_the_user_may_only_read_is_mounted_read_only(
         shutil.rmtree(shared, ignore_errors=True)
 
 
-def test_start_refuses_a_workspace_replaced_by_a_link(ds01_env, alice: Actor) -> None:
+def test_start_refuses_a_workspace_replaced_by_a_link(ds01_env: Ds01Env, alice: Actor) -> None:
     ctx = ds01_env.context(alice)
     result = CreateService(ctx).create(
         alice, CreateRequest(name="swap", framework="pytorch", cpu_only=True)
@@ -85,7 +86,7 @@ def test_start_refuses_a_workspace_replaced_by_a_link(ds01_env, alice: Actor) ->
         workspace.unlink()
 
 
-def test_notice_file_is_never_written_through_a_link(ds01_env, alice: Actor) -> None:
+def test_notice_file_is_never_written_through_a_link(ds01_env: Ds01Env, alice: Actor) -> None:
     from ds01.adapters.notifier import TerminalNotifier
 
     victim = Path("/tmp") / f"ds01-victim-{os.getpid()}"
@@ -105,7 +106,7 @@ def test_notice_file_is_never_written_through_a_link(ds01_env, alice: Actor) -> 
 
 
 def test_an_aime_container_with_gpus_all_holds_every_device(
-    ds01_env, alice: Actor, bob: Actor, engine
+    ds01_env: Ds01Env, alice: Actor, bob: Actor, engine: DockerEngine
 ) -> None:
     tag = f"aimegpu._.{bob.uid}"
     labels = {
@@ -126,7 +127,7 @@ def test_an_aime_container_with_gpus_all_holds_every_device(
 
 
 def test_queue_respects_max_containers_and_refuses_a_duplicate(
-    ds01_env, alice: Actor, bob: Actor
+    ds01_env: Ds01Env, alice: Actor, bob: Actor
 ) -> None:
     ds01_env.write_limits(
         {
@@ -157,7 +158,9 @@ def test_queue_respects_max_containers_and_refuses_a_duplicate(
     assert dup.value.code == "already_queued"
 
 
-def test_another_users_image_is_refused(ds01_env, alice: Actor, bob: Actor, engine) -> None:
+def test_another_users_image_is_refused(
+    ds01_env: Ds01Env, alice: Actor, bob: Actor, engine: DockerEngine
+) -> None:
     image = f"ds01-test-foreign-{os.getpid()}:latest"
     # An image labelled as bob's build (as `image create` labels it).
     container = engine.api.create_container(BASE_IMAGE, ["true"], labels={})["Id"]

@@ -89,8 +89,8 @@ def _remove_user_artefacts(engine: DockerEngine) -> None:
     """Containers and images of this module's user, whatever state a run left."""
     for info in engine.list_containers([f"{L.USER}={USER}"]):
         engine.remove(info.id, force=True)
-    for info in engine.list_images([f"{L.MAINTAINER}={USER}"]):
-        engine.remove_image(info.id, force=True)
+    for image in engine.list_images([f"{L.MAINTAINER}={USER}"]):
+        engine.remove_image(image.id, force=True)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import typer
+from typer.core import TyperGroup
 
 import ds01
 from ds01.cli.main import build_app, main
@@ -77,8 +78,7 @@ TAKES_ARGUMENT = [path for path, cmd in COMMANDS.items() if path and _argument(c
 
 
 def _case(path: tuple[str, ...]) -> Any:
-    marks = []
-    return pytest.param(path, id=" ".join(path), marks=marks)
+    return pytest.param(path, id=" ".join(path))
 
 
 def test_the_tree_has_the_commands_that_take_names() -> None:
@@ -91,6 +91,7 @@ def test_missing_argument_exits_2_naming_it(
     path: tuple[str, ...], capsys: pytest.CaptureFixture[str]
 ) -> None:
     argument = _argument(COMMANDS[path])
+    assert argument is not None, path
     code = main(list(path))  # a prompt would raise Prompted through main()
     err = " ".join(ANSI.sub("", capsys.readouterr().err).split())
     if OPTIONAL_BY_DESIGN.get(path) == argument.name:
@@ -173,4 +174,5 @@ def test_a_real_process_with_stdin_from_dev_null_exits_2() -> None:
 def test_the_application_builds_the_same_tree_twice() -> None:
     # Registration happens at import and in build_app: building again adds nothing twice.
     again = typer.main.get_command(build_app())
+    assert isinstance(again, TyperGroup), type(again)
     assert sorted(again.commands) == sorted(COMMANDS[()].commands)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import typer
 from pydantic import BaseModel
+from typer.core import TyperGroup
 
 from ds01.cli.main import build_app
 from ds01.config.settings import Settings
@@ -37,19 +38,24 @@ def test_every_configuration_key_is_documented(key: str) -> None:
     assert f"`{key}`" in README or f"`{key}`," in README, key
 
 
-def _commands(group: typer.main.TyperGroup, prefix: str = "") -> list[str]:
+def _commands(group: TyperGroup, prefix: str = "") -> list[str]:
     out = []
     for name, cmd in group.commands.items():
         path = f"{prefix}{name}"
-        if hasattr(cmd, "commands"):
-            out.append(path)
+        out.append(path)
+        if isinstance(cmd, TyperGroup):
             out.extend(_commands(cmd, path + " "))
-        else:
-            out.append(path)
     return out
 
 
-COMMANDS = _commands(typer.main.get_command(build_app()))  # type: ignore[arg-type]
+def _root() -> TyperGroup:
+    root = typer.main.get_command(build_app())
+    if not isinstance(root, TyperGroup):
+        raise TypeError(f"ds01's application is a {type(root).__name__}, not a command group")
+    return root
+
+
+COMMANDS = _commands(_root())
 
 
 @pytest.mark.parametrize("command", COMMANDS)

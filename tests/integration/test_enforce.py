@@ -325,10 +325,12 @@ def test_dry_run_decides_but_changes_nothing(
 @pytest.mark.docker
 def test_non_admins_are_refused(enf_env: Ds01Env, enf_users: dict[str, Actor]) -> None:
     ctx = enf_env.context(enf_users[IDLE])
-    with pytest.raises(RefusedError):
+    with pytest.raises(RefusedError, match=r"^Only administrators may run lifecycle") as err:
         EnforceService(ctx).run_pass(enf_users[IDLE])
-    with pytest.raises(RefusedError):
+    assert err.value.code == "not_admin"
+    with pytest.raises(RefusedError, match=r"^Only administrators may exempt users") as err:
         grant(ctx, enf_users[IDLE], IDLE, [LimitKind.IDLE], until="1d", reason="me")
+    assert err.value.code == "not_admin"
 
 
 # --------------------------------------------------------------------------- the CLI
@@ -479,9 +481,9 @@ def test_parse_until() -> None:
     end = parse_until(tomorrow, now=now)
     assert end is not None and end.tzinfo is UTC
     assert end.astimezone().time().hour == 0  # through the end of that day, server time
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match=r"^--until '2001-01-01' is in the past \(2001-01-0"):
         parse_until("2001-01-01", now=now)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match=r"^--until 'next friday' is not a date, a time or a"):
         parse_until("next friday", now=now)
 
 
@@ -490,8 +492,9 @@ def test_withdraw_without_exemption_is_not_found(tmp_path: Path) -> None:
     from ds01.services.context import AppContext
 
     ctx = AppContext(settings=Settings(state_dir=tmp_path), actor=root_actor())
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match=r"^root has no runtime exemption") as err:
         withdraw(ctx, root_actor(), "root", [LimitKind.RUNTIME])
+    assert err.value.code == "unknown_exemption"
     grant(ctx, root_actor(), "root", [LimitKind.RUNTIME], until="never", reason="ops")
     assert [(r.user, r.until) for r in listing(ctx, root_actor())] == [("root", None)]
     assert withdraw(ctx, root_actor(), "root", [LimitKind.RUNTIME]) == [LimitKind.RUNTIME]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import subprocess
 from pathlib import Path
 
@@ -213,13 +214,17 @@ def test_users_cannot_touch_each_others_containers(
     )
     bob_ctx = ds01_env.context(bob)
     tag = f"mine._.{alice.uid}"
-    with pytest.raises(RefusedError):
+    not_yours = "^" + re.escape(f"The container '{tag}' belongs to {alice.name}, not you.")
+    with pytest.raises(RefusedError, match=not_yours) as refused:
         ContainerService(bob_ctx).remove(bob, tag, force=True)
-    with pytest.raises(RefusedError):
+    assert refused.value.code == "not_owner"
+    with pytest.raises(RefusedError, match=not_yours) as refused:
         ContainerService(bob_ctx).exec(bob, tag, ["true"])
+    assert refused.value.code == "not_owner"
     # Bob's own name space does not see Alice's container at all.
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match=r"^You have no container named 'mine'") as missing:
         ContainerService(bob_ctx).stop(bob, "mine")
+    assert missing.value.code == "unknown_container"
     assert [v.name for v in ContainerService(bob_ctx).list_views(bob)] == []
 
 

@@ -19,7 +19,7 @@ import pytest
 from ds01.adapters.docker_engine import DockerEngine
 from ds01.domain.actor import Actor
 from ds01.domain.labels import L
-from ds01.errors import NoCapacityError, RefusedError, UsageError
+from ds01.errors import NoCapacityError, UsageError
 from ds01.services.containers import ContainerService
 from ds01.services.create import CreateRequest, CreateService
 from ds01.services.gpus import GpuService
@@ -116,8 +116,9 @@ def test_queue_grants_the_freed_device_and_tells_the_owner(
 ) -> None:
     ctx_a, ctx_b = ds01_env.context(alice), ds01_env.context(bob)
     CreateService(ctx_a).create(alice, CreateRequest(name="first", framework="pytorch"))
-    with pytest.raises(NoCapacityError):
+    with pytest.raises(NoCapacityError, match=r"^No free GPU fits 1 GPU now: 0 of the 1") as full:
         CreateService(ctx_b).create(bob, CreateRequest(name="second", framework="pytorch"))
+    assert full.value.code == "no_free_gpu"
     queued = CreateService(ctx_b).create(
         bob, CreateRequest(name="second", framework="pytorch", wait=True)
     )
@@ -208,8 +209,14 @@ def test_mig_only_user_never_gets_a_whole_gpu(ds01_env: Ds01Env, alice: Actor) -
         alice, CreateRequest(name="m2", framework="pytorch", gpu_profile="3g.20gb")
     )
     assert big.gpus == ("MIG-00000000-0000-0000-0000-000000000002",)
-    with pytest.raises((RefusedError, NoCapacityError)):
+    # Both MIG instances are held and the whole GPU is not for her: 2 usable, 0 free. Her
+    # quota (4/7 held of 1) is not what stops her.
+    with pytest.raises(NoCapacityError, match=r"^No free GPU fits 1 GPU now: 0 of the 2") as full:
         CreateService(ctx).create(alice, CreateRequest(name="m3", framework="pytorch"))
+    assert (full.value.code, full.value.details) == (
+        "no_free_gpu",
+        {"asked": 1, "usable": 2, "free": 0},
+    )
 
 
 # --------------------------------------------------------------------------- stress

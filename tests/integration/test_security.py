@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -120,10 +121,11 @@ def test_an_aime_container_with_gpus_all_holds_every_device(
     engine.api.create_container(BASE_IMAGE, ["sleep", "infinity"], name=tag, labels=labels)
     status = GpuService(ds01_env.context(alice)).status()
     assert status["devices"][0]["container"] == tag and status["free_equivalents"] == 0
-    with pytest.raises(NoCapacityError):
+    with pytest.raises(NoCapacityError, match=r"^No free GPU fits 1 GPU now: 0 of the 1") as full:
         CreateService(ds01_env.context(alice)).create(
             alice, CreateRequest(name="wants-gpu", framework="pytorch")
         )
+    assert full.value.code == "no_free_gpu"
 
 
 def test_queue_respects_max_containers_and_refuses_a_duplicate(
@@ -172,10 +174,12 @@ def test_another_users_image_is_refused(
     )
     engine.remove(container, force=True)
     try:
-        with pytest.raises(RefusedError):
+        theirs = re.escape(f"The image {image} belongs to {bob.name}.")
+        with pytest.raises(RefusedError, match=theirs) as err:
             CreateService(ds01_env.context(alice)).create(
                 alice, CreateRequest(name="steal", image=image, cpu_only=True)
             )
+        assert err.value.code == "not_owner"
         result = ds01_env.run_cli(alice.name, "container", "list", "--json")
         assert json.loads(result.stdout) == []
     finally:

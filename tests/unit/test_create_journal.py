@@ -115,7 +115,7 @@ def test_a_directory_of_someone_else_is_refused(tmp_path: Path) -> None:
     users.mkdir()
     (users / "4242").mkdir()
     os.chown(users / "4242", 4343, 4343)
-    with pytest.raises(PermissionError):
+    with pytest.raises(PermissionError, match="not a directory of the user or root") as err:
         Journal.begin(
             tmp_path,
             uid=4242,
@@ -126,3 +126,4 @@ def test_a_directory_of_someone_else_is_refused(tmp_path: Path) -> None:
             creator=Creator.me(),
             now="",
         )
+    assert err.value.filename == str(users / "4242")

@@ -713,9 +713,19 @@ def test_images_referenced_names_each_image_once_and_ignores_stage_names_in_any_
     )
     assert images_referenced(text) == ["base-image:1"]
     # What can't be resolved as every builder would is refused (issue 10), not skipped.
-    for unreadable in ("", "FROM x\nCOPY --from=${IMG} /c /c\n", "FROM x\nFROM\n"):
-        with pytest.raises(UsageError):
-            images_referenced(unreadable)
+    unreadable = [
+        ("", "bad_dockerfile", "The Dockerfile has no FROM line."),
+        (
+            "FROM x\nCOPY --from=${IMG} /c /c\n",
+            "unresolvable_dockerfile",
+            "Line 2 of the Dockerfile (COPY --from=${IMG} /c /c): COPY --from=${IMG} depends on",
+        ),
+        ("FROM x\nFROM\n", "bad_dockerfile", "Line 2 of the Dockerfile (FROM): FROM takes an"),
+    ]
+    for text, code, message in unreadable:
+        with pytest.raises(UsageError, match="^" + re.escape(message)) as info:
+            images_referenced(text)
+        assert info.value.code == code, text
     # DS01's block names no image: a wrapped file references what the user's own did.
     wrapped = wrap_user_dockerfile(USER_DOCKERFILE, _spec())
     assert images_referenced(wrapped) == ["python:3.12-slim", "debian:bookworm"]

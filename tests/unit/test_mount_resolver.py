@@ -123,8 +123,9 @@ def test_a_link_swapped_in_mid_walk_is_seen_not_followed(me: Actor, home: Path) 
     (home / "sw").rename(home / "moved")
     (home / "sw").symlink_to("/")
     assert (st.st_dev, st.st_ino) == _ident(home / "moved") != _ident(Path("/"))
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as err:
         walk_user_dir(me, real, follow=False)
+    assert err.value.errno == errno.ELOOP  # the link now at the checked name, not followed
 
 
 # -- plan and re-check --------------------------------------------------------------------
@@ -239,7 +240,7 @@ def test_shipped_keepalives_are_the_generated_bytes(machine: str) -> None:
 def test_keepalive_waits_until_a_signal_ends_it() -> None:
     proc = subprocess.Popen([str(DATA / "keepalive-x86_64")])
     try:
-        with pytest.raises(subprocess.TimeoutExpired):
+        with pytest.raises(subprocess.TimeoutExpired, match=r"timed out after 0\.3 seconds"):
             proc.wait(timeout=0.3)  # still waiting: it only ever sleeps
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -121,8 +121,9 @@ def test_a_bomb_in_the_policy_file_exits_2(tmp_path: Path, never_compose: None) 
     with pytest.raises(ConfigError) as err:
         load_policy(policy)
     assert str(policy) in err.value.message and "alias bomb" in err.value.message
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"\(an alias bomb\?\)$") as err:
         parse_policy(bomb(), path=policy)
+    assert err.value.message.startswith(f"{policy}:")
 
 
 def test_a_bomb_in_ds01_yaml_exits_2(tmp_path: Path, never_compose: None) -> None:

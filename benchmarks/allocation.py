@@ -36,8 +36,8 @@ from pathlib import Path
 import yaml
 
 from ds01.adapters.docker_engine import DockerEngine
-from ds01.adapters.gpu_file import FileInventory
-from ds01.adapters.gpu_smi import QUERY_GPU_FIELDS, SmiInventory
+from ds01.adapters.gpu.file import FileInventory
+from ds01.adapters.gpu.smi import QUERY_GPU_FIELDS, SmiInventory
 from ds01.adapters.identity import actor_for_user
 from ds01.config.loader import load_settings
 from ds01.domain.allocation import GpuRequest, decide

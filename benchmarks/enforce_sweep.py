@@ -42,7 +42,7 @@ import yaml
 
 from _stats import spread  # benchmarks/ is on sys.path when a script here runs
 from ds01.adapters.docker_engine import DockerEngine
-from ds01.adapters.gpu_file import FileInventory
+from ds01.adapters.gpu.file import FileInventory
 from ds01.adapters.identity import actor_for_user
 from ds01.config.loader import load_settings
 from ds01.domain.labels import ContainerLabels, L

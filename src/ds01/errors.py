@@ -9,6 +9,7 @@ Every error a user can see is a :class:`DS01Error`. Its class decides the exit c
     ├── EngineError               exit 1  the Docker engine refused or failed
     │   └── BuildError            exit 1  an image build failed
     ├── GpuQueryError             exit 1  NVML / nvidia-smi could not be read
+    │   └── GpuUnavailableError   exit 1  no such GPU source on this host
     ├── UsageError                exit 2  bad input; nothing was changed
     │   ├── ConfigError           exit 2  a configuration or policy file is invalid
     │   └── NotFoundError         exit 2  the named container / image / project is unknown
@@ -35,6 +36,7 @@ __all__ = [
     "DS01Error",
     "EngineError",
     "GpuQueryError",
+    "GpuUnavailableError",
     "NoCapacityError",
     "NotFoundError",
     "RefusedError",
@@ -98,6 +100,16 @@ class GpuQueryError(DS01Error):
     """The GPU inventory (NVML, nvidia-smi, the JSON file) could not be read."""
 
     default_code = "gpu_query_failed"
+
+
+class GpuUnavailableError(GpuQueryError):
+    """The source does not exist on this host (no library, no driver, no nvidia-smi).
+
+    Distinct from its parent so that ``gpu.inventory: auto`` can try the next source,
+    while a source that exists but fails still stops the command.
+    """
+
+    default_code = "gpu_unavailable"
 
 
 class UsageError(DS01Error):

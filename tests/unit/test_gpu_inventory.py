@@ -9,6 +9,7 @@ formats, and must agree too.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import re
@@ -23,19 +24,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ds01.adapters.gpu_file import FileInventory, simulated_uuid
-from ds01.adapters.gpu_inventory import (
-    AutoInventory,
-    GpuUnavailableError,
-    MigInstance,
-    NoneInventory,
-    devices_for_gpu,
-    merge_processes,
-    open_inventory,
-    total_slices_of,
-)
-from ds01.adapters.gpu_nvml import NvmlInventory
-from ds01.adapters.gpu_smi import (
+from ds01.adapters.gpu.factory import AutoInventory, NoneInventory, open_inventory
+from ds01.adapters.gpu.file import FileInventory, simulated_uuid
+from ds01.adapters.gpu.nvml import NvmlInventory
+from ds01.adapters.gpu.smi import (
     QUERY_GPU_FIELDS,
     SmiInventory,
     compute_capability_from_name,
@@ -45,8 +37,17 @@ from ds01.adapters.gpu_smi import (
     parse_query_gpu,
     run_command,
 )
-from ds01.domain.devices import Device, Gpu, GpuProcess, Inventory
-from ds01.errors import ConfigError, GpuQueryError
+from ds01.domain.devices import (
+    Device,
+    Gpu,
+    GpuProcess,
+    Inventory,
+    MigInstance,
+    devices_for_gpu,
+    merge_processes,
+    total_slices_of,
+)
+from ds01.errors import ConfigError, GpuQueryError, GpuUnavailableError
 from tests.unit import fakes_nvml
 from tests.unit.fakes_nvml import MIB, FakeGpu, FakeNvml, FakeProcess
 
@@ -706,12 +707,37 @@ def _python(code: str) -> str:
 def test_importing_and_opening_backends_stays_cheap() -> None:
     out = _python(
         "import sys\n"
-        "from ds01.adapters.gpu_inventory import open_inventory\n"
+        "from ds01.adapters.gpu import open_inventory\n"
         "for spec in ('auto', 'nvml', 'nvidia-smi', 'none'):\n"
         "    open_inventory(spec)\n"
         "print('pynvml' in sys.modules, 'pydantic' in sys.modules)\n"
     )
     assert out == "False False"
+
+
+def test_gpu_backends_do_not_import_the_factory_or_each_other() -> None:
+    # The backends once imported gpu_inventory, which imported them back: a cycle.
+    # Each backend may use the domain and the errors, never the factory or a sibling.
+    package = PROJECT_ROOT / "src" / "ds01" / "adapters" / "gpu"
+    for backend in ("nvml", "smi", "file"):
+        tree = ast.parse((package / f"{backend}.py").read_text())
+        imported: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                # A relative import stays inside ds01.adapters.gpu: also forbidden.
+                prefix = "ds01.adapters.gpu." if node.level else ""
+                imported.add(prefix + (node.module or ""))
+        assert not {m for m in imported if m.startswith("ds01.adapters")}, backend
+
+
+def test_gpu_unavailable_error_is_a_gpu_query_error() -> None:
+    error = GpuUnavailableError("no nvidia-smi")
+
+    assert isinstance(error, GpuQueryError)
+    assert error.code == "gpu_unavailable"
+    assert error.exit_code == GpuQueryError("x").exit_code == 1
 
 
 # -- none, auto and open_inventory ---------------------------------------------------------

@@ -8,13 +8,23 @@ and with no instances created it offers nothing (CUDA cannot initialise on it).
 instance its compute slices over the parent GPU's total slices (7 on A100/H100/H200, 4 on
 A30: the backends read it from the profile data, not a constant). They are exact
 fractions so that a quota sum such as seven 1/7 slices is exactly 1.
+
+Every GPU inventory backend (``ds01.adapters.gpu``: NVML, nvidia-smi, the JSON file)
+reports what it read as :class:`Gpu`, :class:`MigProfile` and :class:`MigInstance` values
+and builds its :class:`Inventory` through :func:`devices_for_gpu`, so the device rules
+are written once, here: a GPU with MIG off is one device whose slices are the GPU's
+total slices (1/1 when it cannot do MIG); a MIG-enabled GPU offers exactly its existing
+MIG instances, and nothing when none exist.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+
+from ds01.errors import GpuQueryError
 
 __all__ = [
     "DEVICE_UUID_PATTERN",
@@ -22,10 +32,15 @@ __all__ = [
     "Gpu",
     "GpuProcess",
     "Inventory",
+    "MigInstance",
+    "MigProfile",
     "device_uuid_problem",
+    "devices_for_gpu",
     "format_equivalents",
+    "merge_processes",
     "parse_equivalents",
     "profile_slices",
+    "total_slices_of",
 ]
 
 _PROFILE = re.compile(r"^(?P<slices>\d+)g\.(?P<mem>\d+)gb(?:\+\w+)?$")
@@ -146,6 +161,107 @@ class Inventory:
     @property
     def total_equivalents(self) -> Fraction:
         return sum((d.equivalents for d in self.devices), Fraction(0))
+
+
+@dataclass(frozen=True)
+class MigProfile:
+    """One GPU-instance profile a MIG-capable GPU supports (a row of ``mig -lgip``)."""
+
+    name: str
+    slices: int
+    memory_mib: int
+    profile_id: int | None = None
+
+
+@dataclass(frozen=True)
+class MigInstance:
+    """One existing MIG device of a GPU, as a backend found it."""
+
+    uuid: str
+    profile: str
+    slices: int
+    memory_mib: int
+    utilization_gpu: int | None = None
+    memory_used_mib: int | None = None
+    processes: tuple[GpuProcess, ...] = field(default_factory=tuple)
+
+
+def total_slices_of(profiles: Iterable[MigProfile]) -> int | None:
+    """The GPU's total compute slices: the full-GPU profile's, i.e. the largest.
+
+    7 on A100/H100/H200 (``7g.*``), 4 on A30 (``4g.24gb``); ``None`` without profiles.
+    """
+    return max((p.slices for p in profiles), default=None)
+
+
+def merge_processes(*groups: Iterable[GpuProcess]) -> tuple[GpuProcess, ...]:
+    """Processes deduplicated by pid (first report wins), sorted by pid.
+
+    A process can be listed as both compute and graphics, or on a GPU and on its MIG
+    device; it is one process. Sorting makes snapshots comparable across backends.
+    """
+    seen: dict[int, GpuProcess] = {}
+    for group in groups:
+        for proc in group:
+            current = seen.get(proc.pid)
+            if current is None:
+                seen[proc.pid] = proc
+            elif not current.name and proc.name:
+                # Keep the memory figure first reported, but not an empty name.
+                seen[proc.pid] = GpuProcess(proc.pid, current.used_memory_mib, proc.name)
+    return tuple(seen[pid] for pid in sorted(seen))
+
+
+def devices_for_gpu(gpu: Gpu, instances: Sequence[MigInstance] = ()) -> tuple[Device, ...]:
+    """The devices one GPU offers: itself (MIG off) or its existing MIG instances.
+
+    A MIG-enabled GPU is never offered whole; with no instances it offers nothing.
+    Raises :class:`GpuQueryError` when a MIG-enabled GPU has no known total slice count
+    (its equivalents could not be computed) or when instances are given for a GPU whose
+    MIG mode is off (the backend's data contradicts itself).
+    """
+    if not gpu.mig_enabled:
+        if instances:
+            raise GpuQueryError(
+                f"GPU {gpu.index} ({gpu.uuid}) reports MIG instances but MIG mode is off",
+                hint="Check `nvidia-smi -L` and `nvidia-smi --query-gpu=mig.mode.current`.",
+            )
+        slices = gpu.total_slices or 1
+        return (
+            Device(
+                uuid=gpu.uuid,
+                gpu_index=gpu.index,
+                name=gpu.name,
+                memory_mib=gpu.memory_mib,
+                slices=slices,
+                total_slices=slices,
+                utilization_gpu=gpu.utilization_gpu,
+                memory_used_mib=gpu.memory_used_mib,
+                processes=gpu.processes,
+            ),
+        )
+    if gpu.total_slices is None:
+        raise GpuQueryError(
+            f"GPU {gpu.index} ({gpu.uuid}) has MIG enabled but its MIG profiles could not be "
+            "read, so its slice count is unknown",
+            hint="Check that `nvidia-smi mig -lgip` lists the GPU's profiles.",
+        )
+    return tuple(
+        Device(
+            uuid=inst.uuid,
+            gpu_index=gpu.index,
+            name=gpu.name,
+            memory_mib=inst.memory_mib,
+            slices=inst.slices,
+            total_slices=gpu.total_slices,
+            mig_profile=inst.profile,
+            parent_uuid=gpu.uuid,
+            utilization_gpu=inst.utilization_gpu,
+            memory_used_mib=inst.memory_used_mib,
+            processes=inst.processes,
+        )
+        for inst in instances
+    )
 
 
 def format_equivalents(value: Fraction) -> float:

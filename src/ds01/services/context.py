@@ -107,7 +107,7 @@ class AppContext:
     @property
     def inventory(self) -> GpuInventory:
         if self._inventory is None:
-            from ds01.adapters.gpu_inventory import open_inventory
+            from ds01.adapters.gpu import open_inventory
 
             spec = self.settings.gpu.inventory
             if spec.startswith("file:") and self.settings.require_trusted_files:

@@ -29,8 +29,16 @@ from pydantic import (
     model_validator,
 )
 
-from ds01.adapters.gpu_inventory import MigInstance, devices_for_gpu, merge_processes
-from ds01.domain.devices import Device, Gpu, GpuProcess, Inventory, device_uuid_problem
+from ds01.domain.devices import (
+    Device,
+    Gpu,
+    GpuProcess,
+    Inventory,
+    MigInstance,
+    device_uuid_problem,
+    devices_for_gpu,
+    merge_processes,
+)
 from ds01.errors import ConfigError
 
 __all__ = ["FileInventory", "load_inventory_file", "simulated_uuid"]

@@ -19,7 +19,7 @@ nvidia-smi writes unavailable values as ``[N/A]``, ``[Not Supported]``, ``N/A`` 
 like; they all read as ``None``. Exit codes 9 (driver not loaded) and 12 (NVML library
 not found), and a missing ``nvidia-smi``, make the source *unavailable*.
 
-Conventions shared with the NVML backend (see ds01.adapters.gpu_inventory): memory in
+Conventions shared with the NVML backend (see ds01.adapters.gpu): memory in
 MiB; a GPU's ``memory_used_mib`` is ``memory.total - memory.free``; MIG devices report
 no utilization; the MIG device's ``name`` is its GPU's name.
 """
@@ -32,16 +32,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from ds01.adapters.gpu_inventory import (
-    GpuUnavailableError,
+from ds01.domain.devices import (
+    Device,
+    Gpu,
+    GpuProcess,
+    Inventory,
     MigInstance,
     MigProfile,
     devices_for_gpu,
     merge_processes,
+    profile_slices,
     total_slices_of,
 )
-from ds01.domain.devices import Device, Gpu, GpuProcess, Inventory, profile_slices
-from ds01.errors import GpuQueryError
+from ds01.errors import GpuQueryError, GpuUnavailableError
 
 __all__ = [
     "QUERY_GPU_FIELDS",

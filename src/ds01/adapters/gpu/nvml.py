@@ -18,7 +18,7 @@ the CLI runs as an ordinary user). NVML reports no utilization for MIG devices, 
 theirs stays ``None``.
 
 Every ``pynvml.NVMLError`` becomes :class:`ds01.errors.GpuQueryError`; a missing library
-or driver becomes :class:`~ds01.adapters.gpu_inventory.GpuUnavailableError` so that
+or driver becomes :class:`~ds01.errors.GpuUnavailableError` so that
 ``auto`` can move on to the next source.
 """
 
@@ -29,16 +29,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ds01.adapters.gpu_inventory import (
-    GpuUnavailableError,
+from ds01.domain.devices import (
+    Device,
+    Gpu,
+    GpuProcess,
+    Inventory,
     MigInstance,
     MigProfile,
     devices_for_gpu,
     merge_processes,
     total_slices_of,
 )
-from ds01.domain.devices import Device, Gpu, GpuProcess, Inventory
-from ds01.errors import GpuQueryError
+from ds01.errors import GpuQueryError, GpuUnavailableError
 
 __all__ = ["NvmlInventory"]
 

@@ -17,11 +17,14 @@ import subprocess
 import tarfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ds01.domain.containers import ContainerInfo, ContainerSpec, ContainerState
+
+# The value types live in the domain (no SDK needed to use them); re-exported here so
+# that ``from ds01.adapters.docker_engine import ImageInfo`` keeps working.
+from ds01.domain.engine_types import ContainerDetails, ContainerFile, ExecResult, ImageInfo
 from ds01.errors import EngineError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -57,55 +60,6 @@ def parse_docker_time(text: str | None) -> datetime | None:
     parsed = datetime.fromisoformat(text)
     # Docker always answers in UTC; never hand out a naive time to compare with aware ones.
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class ContainerDetails:
-    """What ``docker inspect`` says about a container, the parts DS01 uses."""
-
-    info: ContainerInfo
-    image_id: str
-    started_at: datetime | None
-    finished_at: datetime | None
-    pid: int | None
-    exit_code: int | None
-    user: str
-    host_config: Mapping[str, Any]
-    env: Mapping[str, str]
-    mounts: tuple[Mapping[str, Any], ...]
-
-    @property
-    def device_ids(self) -> tuple[str, ...]:
-        """Device UUIDs the NVIDIA runtime was asked for."""
-        out: list[str] = []
-        for req in self.host_config.get("DeviceRequests") or ():
-            out.extend(req.get("DeviceIDs") or ())
-        return tuple(out)
-
-
-@dataclass(frozen=True)
-class ContainerFile:
-    content: bytes
-    mode: int
-    uid: int
-    gid: int
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    id: str
-    tags: tuple[str, ...]
-    labels: Mapping[str, str]
-    size: int
-    created: datetime | None
-    user: str
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    exit_code: int
-    stdout: bytes
-    stderr: bytes
 
 
 def _info_from_list(row: Mapping[str, Any]) -> ContainerInfo:
@@ -477,6 +431,36 @@ class DockerEngine:
                 self.api.remove_image(ref, force=force, noprune=False)
         except NotFoundError:
             return
+
+    def containers_of_image(self, image_id: str) -> list[ContainerInfo]:
+        """Containers in every state created from exactly the image ``image_id``."""
+        with self.translate_errors(f"list containers of image {image_id[:19]}"):
+            rows = self.api.containers(all=True, filters={"ancestor": image_id})
+        # "ancestor" also matches images built on top of this one: keep exact matches only.
+        return [_info_from_list(r) for r in rows if r.get("ImageID") == image_id]
+
+    def image_children(self, image_id: str) -> list[str]:
+        """Ids of the images (intermediate ones included) whose parent is ``image_id``."""
+        with self.translate_errors(f"list images built on {image_id[:19]}"):
+            rows = self.api.images(all=True)
+        return [str(r["Id"]) for r in rows if r.get("ParentId") == image_id]
+
+    def onbuild_triggers(self, ref: str) -> list[str]:
+        """The ONBUILD triggers of the local image ``ref``; ``[]`` when it has none or is
+        not on this host."""
+        try:
+            with self.translate_errors(f"inspect image {ref!r}"):
+                data = self.api.inspect_image(ref)
+        except NotFoundError:
+            return []
+        config = data.get("Config") or {}
+        return [str(t) for t in config.get("OnBuild") or ()]
+
+    def diff(self, name: str) -> list[Mapping[str, Any]]:
+        """``docker diff``: the container's own layer, ``{"Path": ..., "Kind": 0|1|2}``
+        (changed, added, deleted) per entry, in any state."""
+        with self.translate_errors(f"list the changes in {name!r}"):
+            return list(self.api.diff(name) or [])
 
     def image_history(self, ref: str) -> list[Mapping[str, Any]]:
         with self.translate_errors(f"history of {ref!r}"):

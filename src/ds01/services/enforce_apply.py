@@ -46,9 +46,9 @@ from ds01.errors import DS01Error
 from ds01.services.audit import audited
 
 if TYPE_CHECKING:
-    from ds01.adapters.docker_engine import ContainerDetails
     from ds01.domain.containers import ContainerInfo
     from ds01.domain.devices import Inventory
+    from ds01.domain.engine_types import ContainerDetails
     from ds01.domain.labels import ContainerLabels
     from ds01.ports import Notifier
     from ds01.services.context import AppContext

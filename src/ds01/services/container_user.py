@@ -28,8 +28,9 @@ from ds01.domain.user_setup import (
 )
 
 if TYPE_CHECKING:
-    from ds01.adapters.docker_engine import DockerEngine, ImageInfo
+    from ds01.adapters.docker_engine import DockerEngine
     from ds01.domain.actor import Actor
+    from ds01.domain.engine_types import ImageInfo
 
 __all__ = ["container_user", "install_user"]
 

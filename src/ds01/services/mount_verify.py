@@ -24,8 +24,9 @@ from ds01.errors import EngineError, UsageError
 from ds01.services.mounts import CheckedMount, unchanged_stat
 
 if TYPE_CHECKING:
-    from ds01.adapters.docker_engine import ContainerDetails, DockerEngine
+    from ds01.adapters.docker_engine import DockerEngine
     from ds01.domain.actor import Actor
+    from ds01.domain.engine_types import ContainerDetails
 
 __all__ = ["checked_before_start", "keepalive_source", "may_verify", "verify_mounted"]
 

@@ -43,7 +43,7 @@ from ds01.config.loader import load_settings
 from ds01.domain.allocation import GpuRequest, decide
 from ds01.domain.labels import ContainerLabels
 from ds01.services.context import AppContext
-from ds01.services.gpus import GpuService, quota_from_limits
+from ds01.services.holdings import HoldingsService
 from ds01.services.limits import limits_for
 from ds01.services.queue import QueueService
 
@@ -133,13 +133,13 @@ def make_containers(engine: DockerEngine, inventory: FileInventory, n: int) -> l
 
 def measure(ctx: AppContext, rounds: int) -> list[float]:
     actor = ctx.actor
-    quota = quota_from_limits(limits_for(ctx, actor))
+    quota = limits_for(ctx, actor).gpu_quota()
     request = GpuRequest.gpus(1)
     times = []
     for _ in range(rounds):
         start = time.perf_counter()
         inventory = ctx.inventory.read()
-        holdings = GpuService(ctx).holdings().in_force
+        holdings = HoldingsService(ctx).holdings().in_force
         decide(request, actor.name, quota, inventory, holdings)
         QueueService(ctx).fits_behind_queue(actor.name, request, quota, inventory, holdings)
         times.append((time.perf_counter() - start) * 1000)

@@ -22,7 +22,8 @@ from ds01.domain.labels import L
 from ds01.errors import NoCapacityError, UsageError
 from ds01.services.containers import ContainerService
 from ds01.services.create import CreateRequest, CreateService
-from ds01.services.gpus import GpuService
+from ds01.services.holdings import HoldingsService
+from ds01.services.queue import process_queue_quietly
 from tests.integration.conftest import DS01_BIN, Ds01Env, InspectFn, remove_test_containers
 
 pytestmark = pytest.mark.docker
@@ -130,7 +131,12 @@ def test_queue_grants_the_freed_device_and_tells_the_owner(
     # Through the CLI (exit 4 = no capacity now) without --wait:
     assert ds01_env.run_cli(bob.name, "container", "create", "third", "pytorch").returncode == 4
 
-    ContainerService(ctx_a).remove(alice, "first", force=True)  # frees the device for the queue
+    # Removing returns the devices it freed; the caller (here: the test, as the CLI does)
+    # runs the queue, which grants bob's request.
+    removal = ContainerService(ctx_a).remove(alice, "first", force=True)
+    assert removal.freed_devices == (H200_UUID,)
+    outcomes = process_queue_quietly(ctx_a)
+    assert [(o.entry_id, o.state) for o in outcomes] == [(queued.queued, "granted")]
 
     granted = engine.inspect(f"second._.{bob.uid}").info.decoded
     assert granted is not None, "the granted container lost its DS01 labels"
@@ -302,7 +308,7 @@ def test_stress_64_concurrent_creates_on_56_mig_slices(
         assert sorted(set(codes)) == [0, 4], codes
         assert codes.count(0) == 56 and codes.count(4) == 8
 
-        held = GpuService(ds01_env.context(linux_user(stress_users[0]))).holdings().in_force
+        held = HoldingsService(ds01_env.context(linux_user(stress_users[0]))).holdings().in_force
         devices = [u for h in held for u in h.device_uuids]
         assert len(held) == 56
         assert len(devices) == len(set(devices)) == 56  # none double-booked

@@ -31,6 +31,7 @@ from ds01.domain.labels import L
 from ds01.domain.queue import QueueState
 from ds01.errors import EngineError
 from ds01.services.create import CreateRequest, CreateService
+from ds01.services.provisioning import make_container
 from ds01.services.recovery import RecoveryService
 from tests.integration.conftest import BASE_IMAGE, DS01_BIN
 
@@ -329,7 +330,7 @@ def test_enforcement_removes_it_and_requeues_an_interrupted_grant(
         prepared = QueueService(cctx)._prepare(row)
         allocation = CreateService(cctx).allocate(prepared)
         assert allocation is not None
-        CreateService(cctx).make_container(prepared, allocation)
+        make_container(cctx, prepared, allocation)
         QueueStore(cctx.state_db).set_state(
             entry, QueueState.GRANTED, now=cctx.clock.now(), container=tag
         )

@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import PROJECT_ROOT
 
 SRC = PROJECT_ROOT / "src"
@@ -202,11 +200,6 @@ def describe(graph: Graph, members: list[str]) -> str:
 # -- the package ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11: the services create/containers/gpus/limits/queue/queue_checks import "
-    "each other (the lead is removing it); when this XPASSes, delete this mark",
-)
 def test_src_ds01_has_no_import_cycle() -> None:
     graph = import_graph(SRC, PACKAGE)
     cycles = strongly_connected(graph)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ds01.domain.policy import AggregateLimits
+from ds01.domain.resolved_limits import AggregateLimits
 from ds01.errors import DS01Error
 
 __all__ = ["AggregateResult", "CgroupManager"]

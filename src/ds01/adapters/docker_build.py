@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from ds01.adapters.user_fs import open_real_dir as walk_real_directory
 from ds01.domain.containers import ContainerInfo
 from ds01.errors import BuildError, EngineError, NotFoundError, UsageError
 
@@ -467,10 +468,8 @@ def _pack_directory(
 ) -> None:
     from docker.utils.build import PatternMatcher
 
-    # The one O_NOFOLLOW walk of the tree, shared with every other user path DS01 opens.
-    from ds01.adapters.user_fs import open_real_dir as walk_real_directory
-
     try:
+        # The one O_NOFOLLOW walk of the tree, shared with every other user path DS01 opens.
         with walk_real_directory(directory) as root_fd:
             st = os.fstat(root_fd)
             if may_read is not None and not may_read(directory, st):

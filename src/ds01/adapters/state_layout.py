@@ -35,6 +35,8 @@ from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
+from ds01.adapters.identity import user_groups
+from ds01.adapters.locks import lay_out_locks
 from ds01.errors import ConfigError
 
 __all__ = [
@@ -76,7 +78,6 @@ def is_admin_uid(uid: int, admin_group: str | None) -> bool:
     """Whether ``uid`` is a member of ``admin_group`` now (root is checked by callers)."""
     if not admin_group:
         return False
-    from ds01.adapters.identity import user_groups
 
     try:
         pw = pwd.getpwuid(uid)
@@ -239,7 +240,6 @@ def lay_out(
         )
         with _dir_fd(path, USERS, dir_fd=fd) as users_fd:
             done += _move_squatters(users_fd, path / USERS)
-    from ds01.adapters.locks import lay_out_locks
 
     done += lay_out_locks(path)  # locks/ root:root 0755, lock files 0644 (users only flock)
     return done

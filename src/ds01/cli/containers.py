@@ -192,12 +192,15 @@ def remove(
 ) -> None:
     """Remove a container (your workspace and the image stay)."""
     from ds01.services.containers import ContainerService
+    from ds01.services.queue import process_queue_quietly
 
     app_ctx = make_context(ctx)
     name = require(name, "NAME", choices=lambda: _own_names(app_ctx))
-    details = ContainerService(app_ctx).remove(app_ctx.actor, name, force=force)
+    removal = ContainerService(app_ctx).remove(app_ctx.actor, name, force=force)
+    if removal.freed_devices:
+        process_queue_quietly(app_ctx)  # its devices may be what the queue waits for
     flush_warnings(app_ctx)
-    typer.echo(f"Removed {details.info.display_name}. Your workspace is untouched.")
+    typer.echo(f"Removed {removal.details.info.display_name}. Your workspace is untouched.")
 
 
 @app.command("list")

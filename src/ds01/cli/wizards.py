@@ -366,9 +366,9 @@ def _ask_missing(app_ctx: AppContext, choices: ProjectChoices) -> None:
 
 
 def _frameworks(app_ctx: AppContext, arch: str | None) -> list[str]:
-    from ds01.services.create import CreateService
+    from ds01.services.catalog import resolve_arch
 
-    resolved, _ = CreateService(app_ctx).resolve_arch(arch, required=False)
+    resolved, _ = resolve_arch(app_ctx, arch, required=False)
     try:
         return list(app_ctx.catalog.frameworks(resolved))
     except UsageError:

@@ -33,9 +33,20 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from ds01.domain.devices import format_equivalents
-from ds01.domain.slices import cgroup_parent, slice_chain
-from ds01.domain.units import format_cpus, format_duration, format_size
+from ds01.domain.limit_keys import (
+    BUILTIN_DEFAULTS,
+    KEY_KINDS,
+    LIMIT_KEYS,
+    NO_GROUP,
+    NON_NULLABLE_KEYS,
+    SOURCE_BUILTIN,
+    SOURCE_DEFAULT,
+    SOURCE_USER,
+    Layer,
+    LimitValue,
+)
+from ds01.domain.resolved_limits import AggregateLimits, IdlePolicy, ResolvedLimits, display_value
+from ds01.domain.units import format_size
 from ds01.errors import ConfigError
 
 __all__ = [
@@ -63,85 +74,6 @@ __all__ = [
     "merge_layers",
     "resolve",
 ]
-
-#: A limit value: ``None`` is unlimited; sizes are bytes, durations whole seconds,
-#: GPU equivalents exact fractions, MIG profiles a tuple of profile names.
-LimitValue = int | float | bool | Fraction | tuple[str, ...] | None
-#: The keys one layer names (dotted for nested blocks), and only those.
-Layer = Mapping[str, LimitValue]
-
-SOURCE_BUILTIN = "builtin"
-SOURCE_DEFAULT = "default"
-SOURCE_USER = "user"
-#: The group of everybody when the policy defines no groups at all.
-NO_GROUP = "default"
-
-#: Every limit key and how its value is written for people.
-KEY_KINDS: Mapping[str, str] = {
-    "max_cpus": "cpus",
-    "memory": "size",
-    "memory_swap": "size",
-    "shm_size": "size",
-    "pids_limit": "count",
-    "max_containers": "count",
-    "max_gpu_equivalents": "equivalents",
-    "max_gpus_per_container": "count",
-    "allow_full_gpu": "bool",
-    "allowed_mig_profiles": "profiles",
-    "priority": "count",
-    "idle_timeout": "duration",
-    "max_runtime": "duration",
-    "gpu_hold_after_stop": "duration",
-    "container_hold_after_stop": "duration",
-    "aggregate.cpus": "cpus",
-    "aggregate.memory": "size",
-    "aggregate.pids": "count",
-    "idle.gpu_threshold": "percent",
-    "idle.cpu_threshold": "percent",
-    "idle.network_threshold": "size",
-    "idle.window": "duration",
-}
-LIMIT_KEYS: tuple[str, ...] = tuple(KEY_KINDS)
-#: Keys that are settings rather than limits: ``null`` (unlimited) means nothing for them.
-NON_NULLABLE_KEYS: frozenset[str] = frozenset(
-    {
-        "shm_size",
-        "allow_full_gpu",
-        "priority",
-        "idle.gpu_threshold",
-        "idle.cpu_threshold",
-        "idle.network_threshold",
-        "idle.window",
-    }
-)
-
-#: What applies when neither the file's ``defaults`` nor any other layer names a key (and
-#: everything, when there is no policy file). Chosen for a shared server: one container
-#: cannot take the machine, a GPU is not held for hours by nobody. ``memory_swap`` is
-#: absent on purpose: unset, it equals ``memory`` (no swap), see :func:`resolve`.
-BUILTIN_DEFAULTS: Mapping[str, LimitValue] = {
-    "max_cpus": 8.0,
-    "memory": 32 * 1024**3,
-    "shm_size": 8 * 1024**3,
-    "pids_limit": 4096,
-    "max_containers": 3,
-    "max_gpu_equivalents": Fraction(1),
-    "max_gpus_per_container": 1,
-    "allow_full_gpu": True,
-    "allowed_mig_profiles": None,
-    "priority": 10,
-    "idle_timeout": 3600,
-    "max_runtime": 24 * 3600,
-    "gpu_hold_after_stop": 15 * 60,
-    "container_hold_after_stop": 3600,
-    "aggregate.cpus": None,
-    "aggregate.memory": None,
-    "aggregate.pids": None,
-    "idle.gpu_threshold": 5.0,
-    "idle.cpu_threshold": 2.0,
-    "idle.network_threshold": 1024**2,
-    "idle.window": 300,
-}
 
 
 def group_source(name: str) -> str:
@@ -317,199 +249,6 @@ def consistency_problems(values: Mapping[str, LimitValue]) -> list[tuple[str, st
             )
         ]
     return []
-
-
-@dataclass(frozen=True)
-class AggregateLimits:
-    """Limits on all of one user's containers together (their parent cgroup).
-
-    Each ``None`` is unlimited. The ``*_properties`` / ``*_files`` methods give exactly
-    what to write, so applying them is a loop over a dict.
-    """
-
-    cpus: float | None = None
-    memory: int | None = None
-    pids: int | None = None
-
-    @property
-    def is_unlimited(self) -> bool:
-        return self.cpus is None and self.memory is None and self.pids is None
-
-    def systemd_properties(self) -> dict[str, str]:
-        """``[Slice]`` settings for a drop-in: ``CPUQuota``, ``MemoryMax``, ``TasksMax``.
-
-        Unlimited values are written explicitly (empty ``CPUQuota``, ``infinity``) so a
-        drop-in rewritten after the policy relaxed also lifts the old limit.
-        """
-        return {
-            "CPUQuota": "" if self.cpus is None else f"{max(1, round(self.cpus * 100))}%",
-            "MemoryMax": "infinity" if self.memory is None else str(self.memory),
-            "TasksMax": "infinity" if self.pids is None else str(self.pids),
-        }
-
-    def cgroup_v1_files(self, cfs_period_us: int = 100_000) -> dict[str, str]:
-        """Controller files under cgroup v1 (path relative to the cgroup's directories)."""
-        quota = -1 if self.cpus is None else max(1000, round(self.cpus * cfs_period_us))
-        return {
-            "cpu/cpu.cfs_period_us": str(cfs_period_us),
-            "cpu/cpu.cfs_quota_us": str(quota),
-            "memory/memory.limit_in_bytes": "-1" if self.memory is None else str(self.memory),
-            "pids/pids.max": "max" if self.pids is None else str(self.pids),
-        }
-
-    def cgroup_v2_files(self, cfs_period_us: int = 100_000) -> dict[str, str]:
-        """Interface files under cgroup v2 (in the cgroup's single directory)."""
-        quota = "max" if self.cpus is None else str(max(1000, round(self.cpus * cfs_period_us)))
-        return {
-            "cpu.max": f"{quota} {cfs_period_us}",
-            "memory.max": "max" if self.memory is None else str(self.memory),
-            "pids.max": "max" if self.pids is None else str(self.pids),
-        }
-
-
-@dataclass(frozen=True)
-class IdlePolicy:
-    """When a container holding GPUs counts as idle (read by lifecycle enforcement).
-
-    Idle means: over the last ``window_s`` seconds, GPU utilisation of its devices below
-    ``gpu_threshold`` % AND CPU below ``cpu_threshold`` % (100 = one core busy) AND
-    network traffic (received + sent) below ``network_threshold_bytes`` per minute.
-    """
-
-    gpu_threshold: float
-    cpu_threshold: float
-    network_threshold_bytes: int
-    window_s: int
-
-
-def display_value(key: str, value: LimitValue) -> str:
-    """A value as a person reads it: ``32g``, ``24h``, ``unlimited``, ``any``."""
-    if value is None:
-        return "any" if key == "allowed_mig_profiles" else "unlimited"
-    kind = KEY_KINDS.get(key, "")
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, tuple):
-        return ", ".join(value) if value else "none"
-    if isinstance(value, Fraction):
-        return f"{format_equivalents(value):g}"
-    if kind == "size" and isinstance(value, int):
-        return format_size(value)
-    if kind == "duration" and isinstance(value, int):
-        return format_duration(value)
-    if kind == "cpus":
-        return format_cpus(float(value))
-    if kind == "percent":
-        return f"{float(value):g}%"
-    return str(value)
-
-
-def _json_value(value: LimitValue) -> Any:
-    if isinstance(value, Fraction):
-        return format_equivalents(value)
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
-@dataclass(frozen=True)
-class ResolvedLimits:
-    """Every limit that applies to one user, with the source of each value.
-
-    Sizes are bytes, durations seconds, ``None`` unlimited (for ``allowed_mig_profiles``:
-    any profile; for the hold keys: kept indefinitely). ``sources`` maps every key of
-    :data:`LIMIT_KEYS` to ``builtin``, ``default``, ``group:<name>`` or ``user``.
-    """
-
-    user: str
-    group: str
-    group_via: str
-    max_cpus: float | None
-    memory: int | None
-    memory_swap: int | None
-    shm_size: int
-    pids_limit: int | None
-    max_containers: int | None
-    max_gpu_equivalents: Fraction | None
-    max_gpus_per_container: int | None
-    allow_full_gpu: bool
-    allowed_mig_profiles: tuple[str, ...] | None
-    priority: int
-    idle_timeout_s: int | None
-    max_runtime_s: int | None
-    gpu_hold_after_stop_s: int | None
-    container_hold_after_stop_s: int | None
-    aggregate: AggregateLimits
-    idle: IdlePolicy
-    values: Mapping[str, LimitValue]
-    sources: Mapping[str, str]
-
-    def docker_create_kwargs(self) -> dict[str, int]:
-        """Keyword arguments for the Docker SDK's ``containers.create``.
-
-        ``nano_cpus``, ``mem_limit``, ``memswap_limit``, ``shm_size``, ``pids_limit``;
-        unlimited ones are omitted (``shm_size`` never is: it cannot be unlimited).
-        ``memswap_limit`` comes only with ``mem_limit`` (Docker refuses it alone): equal
-        to memory when ``memory_swap`` is unset (no swap), ``-1`` when it is ``null``
-        (unlimited swap).
-        """
-        out: dict[str, int] = {}
-        if self.max_cpus is not None:
-            out["nano_cpus"] = round(self.max_cpus * 1_000_000_000)
-        if self.memory is not None:
-            out["mem_limit"] = self.memory
-            out["memswap_limit"] = -1 if self.memory_swap is None else self.memory_swap
-        out["shm_size"] = self.shm_size
-        if self.pids_limit is not None:
-            out["pids_limit"] = self.pids_limit
-        return out
-
-    def docker_cli_args(self, cgroup_parent: str | None = None) -> list[str]:
-        """The same limits as ``docker create`` flags (``ds01 limits --docker-args``)."""
-        kwargs = self.docker_create_kwargs()
-        args: list[str] = []
-        if self.max_cpus is not None:
-            args.append(f"--cpus={format_cpus(self.max_cpus)}")
-        if "mem_limit" in kwargs:
-            args.append(f"--memory={format_size(kwargs['mem_limit'])}")
-            swap = kwargs["memswap_limit"]
-            args.append(f"--memory-swap={'-1' if swap < 0 else format_size(swap)}")
-        if "shm_size" in kwargs:
-            args.append(f"--shm-size={format_size(kwargs['shm_size'])}")
-        if "pids_limit" in kwargs:
-            args.append(f"--pids-limit={kwargs['pids_limit']}")
-        if cgroup_parent is not None:
-            args.append(f"--cgroup-parent={cgroup_parent}")
-        return args
-
-    def cgroup_parent(self, driver: str) -> str:
-        """Docker's cgroup parent for this user under ``driver`` (``systemd``/``cgroupfs``)."""
-        return cgroup_parent(self.group, self.user, driver)
-
-    def slice_chain(self) -> tuple[str, str, str]:
-        """``ds01.slice`` → ``ds01-<group>.slice`` → ``ds01-<group>-<user>.slice``."""
-        return slice_chain(self.group, self.user)
-
-    def display(self, key: str) -> str:
-        """One value as a person reads it (``32g``, ``24h``, ``unlimited``)."""
-        return display_value(key, self.values[key])
-
-    def to_dict(self) -> dict[str, Any]:
-        """The stable JSON form printed by ``ds01 limits --json`` (see docs/resource-limits.md)."""
-        return {
-            "user": self.user,
-            "group": self.group,
-            "group_via": self.group_via,
-            "limits": {
-                key: {
-                    "value": _json_value(self.values[key]),
-                    "display": self.display(key),
-                    "source": self.sources[key],
-                }
-                for key in LIMIT_KEYS
-            },
-            "docker": self.docker_create_kwargs(),
-        }
 
 
 def resolve(policy: Policy, user: str, unix_groups: Collection[str] = ()) -> ResolvedLimits:

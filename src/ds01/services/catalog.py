@@ -1,13 +1,16 @@
-"""Catalog queries for ``ds01 catalog list``."""
+"""Catalog queries: ``ds01 catalog list``, and the architecture an image is chosen for."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ds01.domain.arch import host_arch
+from ds01.errors import UsageError
+
 if TYPE_CHECKING:
     from ds01.services.context import AppContext
 
-__all__ = ["catalog_rows"]
+__all__ = ["catalog_rows", "resolve_arch"]
 
 
 def catalog_rows(
@@ -20,3 +23,25 @@ def catalog_rows(
         {"framework": e.framework, "version": e.version, "archs": list(e.archs), "image": e.image}
         for e in entries
     ]
+
+
+def resolve_arch(ctx: AppContext, flag: str | None, *, required: bool) -> tuple[str | None, str]:
+    """The catalog architecture: ``--arch``, then ``MLC_ARCH``, then the GPUs."""
+    catalog = ctx.catalog
+    gpus: tuple[Any, ...] = ()
+    if flag is None and not ctx.environ.get("MLC_ARCH"):
+        gpus = ctx.inventory.read().gpus
+    resolution = host_arch(
+        gpus,
+        flag=flag,
+        env=ctx.environ.get("MLC_ARCH") or None,
+        catalog_archs=catalog.archs,
+    )
+    if resolution.arch is None and required:
+        raise UsageError(
+            "No GPU was found to choose the image architecture from.",
+            hint=f"Pass --arch, one of: {', '.join(sorted(catalog.archs))} "
+            "(or set MLC_ARCH). " + resolution.reason,
+            code="no_arch",
+        )
+    return resolution.arch, resolution.reason

@@ -9,24 +9,37 @@ are found, listed and managed the same way.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
+from ds01.adapters.identity import actor_for_user
+from ds01.adapters.keepalive import keepalive_path
+from ds01.domain.allocation import validate_before_start
 from ds01.domain.containers import MAIN_COMMANDS, ContainerInfo, ContainerState
 from ds01.domain.devices import format_equivalents
-from ds01.domain.labels import AIME, LEGACY, L
 from ds01.domain.naming import TAG_SEPARATOR, container_tag, split_tag
-from ds01.errors import NoCapacityError, NotFoundError, RefusedError, UsageError
+from ds01.errors import DS01Error, NoCapacityError, NotFoundError, RefusedError, UsageError
+from ds01.services.allocation import allocation_lock
 from ds01.services.audit import audited
+from ds01.services.holdings import HoldingsService
+from ds01.services.limits import limits_for_user
+from ds01.services.lookup import all_containers, own_containers
+from ds01.services.mount_verify import (
+    checked_before_start,
+    keepalive_source,
+    may_verify,
+    verify_mounted,
+)
+from ds01.services.recovery import Recovered, RecoveryService
 
 if TYPE_CHECKING:
     from ds01.adapters.docker_engine import ContainerDetails
     from ds01.domain.actor import Actor
     from ds01.services.context import AppContext
-    from ds01.services.recovery import Recovered
 
-__all__ = ["ContainerService", "ContainerView", "StatsView"]
+__all__ = ["ContainerService", "ContainerView", "Removal", "StatsView"]
 
 #: Login shell for ``open``: bash when the image has it, else sh. A fixed string.
 LOGIN_SHELL = "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"
@@ -111,6 +124,14 @@ class StatsView:
         }
 
 
+@dataclass(frozen=True)
+class Removal:
+    """A removed container and the GPU devices it held (now free for the queue)."""
+
+    details: ContainerDetails
+    freed_devices: tuple[str, ...]
+
+
 def _is_main_process(
     proc: dict[str, str], main_pid: int | None, commands: Sequence[Sequence[str]]
 ) -> bool:
@@ -134,18 +155,11 @@ class ContainerService:
 
     def own_containers(self, actor: Actor) -> list[ContainerInfo]:
         """The actor's containers in every state: AIME's and DS01's, plus legacy DS01's."""
-        engine = self.ctx.engine
-        found = {c.id: c for c in engine.list_containers([f"{L.USER}={actor.name}"])}
-        for c in engine.list_containers([f"{LEGACY.USER}={actor.name}"]):
-            found.setdefault(c.id, c)
-        return sorted(found.values(), key=lambda c: (c.display_name, c.tag))
+        return own_containers(self.ctx.engine, actor)
 
     def all_containers(self) -> list[ContainerInfo]:
-        engine = self.ctx.engine
-        found = {c.id: c for c in engine.list_containers([AIME])}
-        for c in engine.list_containers([LEGACY.USER]):
-            found.setdefault(c.id, c)
-        return sorted(found.values(), key=lambda c: (c.owner or "", c.display_name, c.tag))
+        """Every AIME or DS01 container on the host."""
+        return all_containers(self.ctx.engine)
 
     def resolve(self, actor: Actor, name: str) -> ContainerDetails:
         """The container ``name`` means for ``actor``; exit 2 if unknown, 3 if not theirs.
@@ -206,12 +220,9 @@ class ContainerService:
         self, actor: Actor, listing: list[ContainerInfo] | None = None, *, journals: bool = True
     ) -> list[Recovered]:
         """Remove what the actor's interrupted creates left half-made (never fails)."""
-        from ds01.services.recovery import RecoveryService
-
         return RecoveryService(self.ctx).sweep_user(actor, listing, journals=journals)
 
     def stats(self, actor: Actor) -> list[StatsView]:
-        from concurrent.futures import ThreadPoolExecutor
 
         running = [c for c in self.own_containers(actor) if c.state is ContainerState.RUNNING]
         engine = self.ctx.engine
@@ -253,11 +264,9 @@ class ContainerService:
             if labels is None or not labels.gpu_uuids:
                 self.ctx.engine.start(info.tag)
             else:
-                from ds01.services.create import CreateService
-
                 # Its hold may have run out while it was stopped: take the devices back
                 # under the allocation lock, so no concurrent create is handed them meanwhile.
-                with CreateService(self.ctx).lock():
+                with allocation_lock(self.ctx):
                     self._check_devices(details)
                     self._check_still_ours(details)
                     self.ctx.engine.start(info.tag)
@@ -267,13 +276,6 @@ class ContainerService:
     def _mounts_before_start(self, actor: Actor, details: ContainerDetails) -> tuple[Any, ...]:
         """The bind sources as they are now (a link on the way: exit 2), walked with the
         owner's rights; and a keep-alive only from DS01's own installation."""
-        from ds01.adapters.keepalive import keepalive_path
-        from ds01.services.mount_verify import (
-            checked_before_start,
-            keepalive_source,
-            may_verify,
-        )
-
         source = keepalive_source(details)
         if source is not None and source != str(keepalive_path()):
             raise UsageError(
@@ -295,9 +297,6 @@ class ContainerService:
 
     def _owner(self, actor: Actor, info: ContainerInfo) -> Actor:
         """The owner's identity, for their rights on the host (an admin may be acting)."""
-        from ds01.adapters.identity import actor_for_user
-        from ds01.errors import DS01Error
-
         if info.owner is None or info.owner == actor.name:
             return actor
         try:
@@ -308,8 +307,6 @@ class ContainerService:
     def _verify_started(self, tag: str, checked: Sequence[Any]) -> None:
         """Before the container is handed over: Docker mounted what was checked, else it
         is stopped again (``mount_changed``, exit 2)."""
-        from ds01.services.mount_verify import verify_mounted
-
         try:
             verify_mounted(self.ctx.engine, tag, checked, what_next="stopped again")
         except BaseException:
@@ -320,17 +317,14 @@ class ContainerService:
         """Under the lock: its devices are nobody else's now, and the owner's quota still
         has room for them (its hold may have run out, and the owner may have used the
         room since)."""
-        from ds01.services.gpus import GpuService, quota_from_limits
-        from ds01.services.limits import limits_for_user
-
         labels = details.info.decoded
         if labels is None:
             return
         mine = set(labels.gpu_uuids)
-        view = GpuService(self.ctx).holdings()
+        view = HoldingsService(self.ctx).holdings()
         if any(h.container == details.info.tag for h in view.in_force):
             return  # still within its hold after stop: nothing was released
-        quota = quota_from_limits(limits_for_user(self.ctx, labels.user))
+        quota = limits_for_user(self.ctx, labels.user).gpu_quota()
         held = sum((h.equivalents for h in view.in_force if h.user == labels.user), Fraction(0))
         limit = quota.max_gpu_equivalents
         if limit is not None and held + labels.gpu_equivalents > limit:
@@ -365,8 +359,6 @@ class ContainerService:
         labels = details.info.decoded
         if labels is None or not labels.gpu_uuids:
             return
-        from ds01.domain.allocation import validate_before_start
-
         # A GPU switched to MIG since counts as missing: handing it out whole is wrong.
         missing = validate_before_start(labels.gpu_uuids, self.ctx.inventory.read())
         if missing:
@@ -388,8 +380,12 @@ class ContainerService:
             self.ctx.engine.stop(info.tag, timeout=grace)
         return details
 
-    def remove(self, actor: Actor, name: str, *, force: bool = False) -> ContainerDetails:
-        """Remove the container (never its image: base images are shared)."""
+    def remove(self, actor: Actor, name: str, *, force: bool = False) -> Removal:
+        """Remove the container (never its image: base images are shared).
+
+        The result names the devices it held: the caller runs the GPU queue when there
+        are any (:func:`ds01.services.queue.process_queue_quietly`), since they may be
+        what a waiting request needs."""
         self.recover(actor)
         details = self.resolve(actor, name)
         info = details.info
@@ -399,16 +395,13 @@ class ContainerService:
                 hint=f"Stop it first ('ds01 container stop {info.display_name}') or use --force.",
                 code="container_running",
             )
+        labels = info.decoded
+        freed = labels.gpu_uuids if labels else ()
         with audited(self.ctx, actor, "container.remove", info.tag, owner=info.owner) as audit:
-            labels = info.decoded
-            if labels and labels.gpu_uuids:
-                audit.add(released_gpus=list(labels.gpu_uuids))
+            if freed:
+                audit.add(released_gpus=list(freed))
             self.ctx.engine.remove(info.tag, force=force)
-        if labels and labels.gpu_uuids:
-            from ds01.services.queue import process_queue_quietly
-
-            process_queue_quietly(self.ctx)  # its devices may be what the queue waits for
-        return details
+        return Removal(details, freed)
 
     def exec(
         self,

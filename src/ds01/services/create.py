@@ -11,54 +11,34 @@ leaves no orphan container, allocation or directory behind.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ds01.adapters.create_journal import Creator, crash_point
+from ds01.adapters.create_journal import crash_point
 from ds01.adapters.identity import require_non_root
-from ds01.adapters.keepalive import keepalive_path
-from ds01.adapters.locks import host_lock
-from ds01.domain.allocation import (
-    Allocation,
-    GpuRequest,
-    NoFit,
-    NoFitReason,
-    Refusal,
-    RequestKind,
-    decide,
-)
-from ds01.domain.containers import (
-    KEEPALIVE_COMMAND,
-    KEEPALIVE_TARGET,
-    SLEEP_COMMAND,
-    ContainerSpec,
-    Mount,
-)
+from ds01.domain.allocation import Allocation, GpuRequest, NoFit
 from ds01.domain.devices import format_equivalents
-from ds01.domain.labels import ContainerLabels, ImageLabels
+from ds01.domain.labels import ImageLabels
 from ds01.domain.naming import container_tag, project_image_name, validate_name
 from ds01.errors import NoCapacityError, RefusedError, UsageError
+from ds01.services.allocation import allocation_lock, check_and_decide, waiting_requests
 from ds01.services.audit import audited
-from ds01.services.container_user import container_user, install_user
-from ds01.services.gpus import GpuService, quota_from_limits
-from ds01.services.limits import (
-    ContainerLimits,
-    apply_aggregate,
-    check_container_count,
-    plan_container_limits,
+from ds01.services.catalog import resolve_arch
+from ds01.services.limits import ContainerLimits, apply_aggregate, plan_container_limits
+from ds01.services.lookup import refuse_existing
+from ds01.services.mounts import CreatedDirs, ensure_workspace, plan_mounts
+from ds01.services.provisioning import (
+    CreateRequest,
+    Prepared,
+    ResolvedImage,
+    begin,
+    finish,
+    make_container,
+    rollback,
 )
-from ds01.services.mount_verify import verify_mounted
-from ds01.services.mounts import (
-    CheckedMount,
-    CreatedDirs,
-    check_mounts,
-    ensure_workspace,
-    plan_mounts,
-)
-from ds01.services.provisioning import begin, rollback
+from ds01.services.queue import QueueService
+from ds01.services.recovery import RecoveryService
 
 if TYPE_CHECKING:
     from ds01.adapters.docker_engine import ImageInfo
@@ -68,60 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["CreateRequest", "CreateResult", "CreateService", "Prepared", "ResolvedImage"]
 
 DEFAULT_FRAMEWORK = "Pytorch"
-
-
-@dataclass(frozen=True)
-class CreateRequest:
-    """What the user asked for (``ds01 container create`` flags)."""
-
-    name: str
-    framework: str | None = None
-    version: str | None = None
-    image: str | None = None
-    workspace: str | None = None
-    data: str | None = None
-    models: str | None = None
-    arch: str | None = None
-    gpus: int | None = None
-    gpu_profile: str | None = None
-    cpu_only: bool = False
-    wait: bool = False
-    interface: str = "cli"
-    cwd: Path = field(default_factory=Path.cwd)
-
-
-@dataclass(frozen=True)
-class ResolvedImage:
-    ref: str
-    framework_label: str  # AIME's "<Framework>-<version>"
-    arch: str | None
-    custom: bool
-    info: ImageInfo | None  # None until present locally
-
-
-@dataclass
-class Prepared:
-    """A create request with everything decided that can be decided without the lock."""
-
-    actor: Actor
-    req: CreateRequest
-    tag: str
-    request: GpuRequest
-    image: ResolvedImage
-    info: ImageInfo
-    workspace: Path
-    data: Path | None
-    models: Path | None
-    limits: ContainerLimits
-    data_read_only: bool = False
-    models_read_only: bool = False
-    default_workspace: bool = False
-    queue_id: int | None = None
-    allocation: Allocation | None = None
-    created: bool = False
-    checked_mounts: tuple[CheckedMount, ...] = ()  # what finish() verifies was mounted
-    creator: str | None = None  # the creating process, for the container's label
-    journal: str | None = None  # the record of this create (adapters.create_journal)
 
 
 @dataclass(frozen=True)
@@ -163,29 +89,6 @@ class CreateService:
 
     # -- image ------------------------------------------------------------------------
 
-    def resolve_arch(self, flag: str | None, *, required: bool) -> tuple[str | None, str]:
-        """The catalog architecture: ``--arch``, then ``MLC_ARCH``, then the GPUs."""
-        from ds01.domain.arch import host_arch
-
-        catalog = self.ctx.catalog
-        gpus: tuple[Any, ...] = ()
-        if flag is None and not self.ctx.environ.get("MLC_ARCH"):
-            gpus = self.ctx.inventory.read().gpus
-        resolution = host_arch(
-            gpus,
-            flag=flag,
-            env=self.ctx.environ.get("MLC_ARCH") or None,
-            catalog_archs=catalog.archs,
-        )
-        if resolution.arch is None and required:
-            raise UsageError(
-                "No GPU was found to choose the image architecture from.",
-                hint=f"Pass --arch, one of: {', '.join(sorted(catalog.archs))} "
-                "(or set MLC_ARCH). " + resolution.reason,
-                code="no_arch",
-            )
-        return resolution.arch, resolution.reason
-
     def resolve_image(self, actor: Actor, req: CreateRequest) -> ResolvedImage:
         engine = self.ctx.engine
         if req.image:
@@ -200,7 +103,7 @@ class CreateService:
                 )
             arch = None
             if req.arch or self.ctx.environ.get("MLC_ARCH"):
-                arch, _ = self.resolve_arch(req.arch, required=False)
+                arch, _ = resolve_arch(self.ctx, req.arch, required=False)
             framework = baked.framework if baked and baked.framework else "custom"
             return ResolvedImage(req.image, framework, arch, True, info)
         if req.framework is None:
@@ -217,7 +120,7 @@ class CreateService:
             ):
                 framework = baked.framework if baked and baked.framework else "custom"
                 return ResolvedImage(own, framework, None, True, info)
-        arch, reason = self.resolve_arch(req.arch, required=True)
+        arch, reason = resolve_arch(self.ctx, req.arch, required=True)
         if arch is None:  # resolve_arch(required=True) already raised; this narrows the type
             raise UsageError(reason, code="no_arch")
         entry = self.ctx.catalog.lookup(req.framework or DEFAULT_FRAMEWORK, req.version, arch)
@@ -259,7 +162,7 @@ class CreateService:
     def prepare(self, actor: Actor, req: CreateRequest, on_progress: ProgressFn | None) -> Prepared:
         """Everything that can be refused, decided before anything is made or pulled."""
         tag = container_tag(req.name, actor.uid)
-        self.refuse_existing(req.name, tag)
+        refuse_existing(self.ctx.engine, req.name, tag)
         request = self.gpu_request(req)
         image = self.resolve_image(actor, req)
         mounts = plan_mounts(
@@ -295,34 +198,9 @@ class CreateService:
         self, actor: Actor, request: GpuRequest, limits: ContainerLimits, *, wait: bool
     ) -> None:
         """The policy refusals (container count, GPU policy and quota), without the lock."""
-        from ds01.services.containers import ContainerService
-
-        existing = ContainerService(self.ctx).own_containers(actor)
-        check_container_count(limits.resolved, existing, adding=1 + self._waiting(actor))
-        if request.kind is RequestKind.CPU_ONLY:
-            return
-        quota = quota_from_limits(limits.resolved)
-        inventory = self.ctx.inventory.read()
-        holdings = GpuService(self.ctx).holdings().in_force
-        decision = decide(request, actor.name, quota, inventory, holdings)
-        if isinstance(decision, Refusal):
-            raise decision.to_error()
-        if isinstance(decision, NoFit) and decision.reason is NoFitReason.NEVER:
-            raise decision.to_error()
-
-    def _waiting(self, actor: Actor) -> int:
-        """The actor's queued requests: each becomes a container when granted."""
-        from ds01.services.queue import QueueService
-
-        return sum(1 for r in QueueService(self.ctx).store.waiting() if r.entry.user == actor.name)
-
-    def refuse_existing(self, name: str, tag: str) -> None:
-        if self.ctx.engine.exists(tag):
-            raise UsageError(
-                f"You already have a container named {name!r} ({tag}).",
-                hint=f"Open it with 'ds01 container open {name}', or remove it first.",
-                code="container_exists",
-            )
+        check_and_decide(
+            self.ctx, actor, request, limits.resolved, adding=1 + waiting_requests(self.ctx, actor)
+        )
 
     def create(
         self,
@@ -341,8 +219,6 @@ class CreateService:
         before the record is cleared, so that "complete" means "reported" too.
         ``crash_point`` marks the steps tests kill at.
         """
-        from ds01.services.recovery import RecoveryService
-
         require_non_root(actor)
         validate_name(req.name)
         tag = container_tag(req.name, actor.uid)
@@ -358,16 +234,16 @@ class CreateService:
                 if prepared.default_workspace:
                     made = ensure_workspace(actor, prepared.workspace, self.ctx.settings)
                 crash_point("dirs")
-                with self.lock():
+                with allocation_lock(self.ctx):
                     allocation = self.allocate(prepared)
                     if allocation is None:
-                        queued = self.enqueue(prepared)
+                        queued = QueueService(self.ctx).enqueue(prepared)
                     else:
                         crash_point("locked")
-                        self.make_container(prepared, allocation)
+                        make_container(self.ctx, prepared, allocation)
                         crash_point("created")
                 if allocation is not None:
-                    self.finish(prepared)
+                    finish(self.ctx, prepared)
                     crash_point("started")
             except BaseException:
                 # Ctrl-C, a lost connection, a failed start: no container, no directory.
@@ -387,40 +263,27 @@ class CreateService:
             journal.commit()  # from here on the container is complete and reported
         return result
 
-    def lock(self) -> AbstractContextManager[float]:
-        """The host-wide lock around decide-and-create (never skipped; exit 4 on timeout)."""
-        settings = self.ctx.settings
-        return host_lock(
-            Path(settings.state_dir) / "locks" / "allocation.lock",
-            timeout=settings.gpu.lock_timeout,
-        )
-
     def allocate(self, prepared: Prepared) -> Allocation | None:
         """Under the lock: container count, GPU policy and placement, queue fairness.
 
         Returns the allocation, or ``None`` when the request should wait (``--wait``);
         raises exit 3 (policy), 4 (no capacity, no --wait) or 2 (can never fit).
         """
-        from ds01.services.containers import ContainerService
-        from ds01.services.queue import QueueService
-
         actor = prepared.actor
-        existing = ContainerService(self.ctx).own_containers(actor)
-        waiting = 0 if prepared.queue_id else self._waiting(actor)
-        check_container_count(prepared.limits.resolved, existing, adding=1 + waiting)
-        if prepared.request.kind is RequestKind.CPU_ONLY:
+        waiting = 0 if prepared.queue_id else waiting_requests(self.ctx, actor)
+        considered = check_and_decide(
+            self.ctx, actor, prepared.request, prepared.limits.resolved, adding=1 + waiting
+        )
+        if considered is None:  # CPU-only: nothing to place
             return Allocation(devices=(), equivalents=Fraction(0))
-        quota = quota_from_limits(prepared.limits.resolved)
-        inventory = self.ctx.inventory.read()
-        holdings = GpuService(self.ctx).holdings().in_force
-        decision = decide(prepared.request, actor.name, quota, inventory, holdings)
-        if isinstance(decision, Refusal):
-            raise decision.to_error()
-        if isinstance(decision, NoFit) and decision.reason is NoFitReason.NEVER:
-            raise decision.to_error()
+        decision = considered.decision
         # Allowed, and maybe free: it still may not jump ahead of requests already waiting.
         granted = QueueService(self.ctx).fits_behind_queue(
-            actor.name, prepared.request, quota, inventory, holdings
+            actor.name,
+            prepared.request,
+            considered.quota,
+            considered.inventory,
+            considered.holdings,
         )
         if granted is not None:
             return granted
@@ -434,105 +297,6 @@ class CreateService:
             hint="Add --wait to queue behind them, or try again later ('ds01 gpu queue').",
             code="queued_first",
         )
-
-    def enqueue(self, prepared: Prepared) -> int:
-        from ds01.services.queue import QueueService
-
-        return QueueService(self.ctx).enqueue(prepared)
-
-    def make_container(self, prepared: Prepared, allocation: Allocation) -> None:
-        """Create the container with its device labels (called under the lock)."""
-        actor, req, image = prepared.actor, prepared.req, prepared.image
-        user = container_user(actor)
-        now = self.ctx.clock.now().isoformat(timespec="seconds")
-        uuids = allocation.uuids
-        labels = ContainerLabels(
-            name=req.name,
-            user=actor.name,
-            framework=image.framework_label,
-            arch=image.arch,
-            work_mount=str(prepared.workspace),
-            data_mount=str(prepared.data) if prepared.data else None,
-            models_mount=str(prepared.models) if prepared.models else None,
-            gpus=allocation.gpus_label,
-            uid=actor.uid,
-            group=prepared.limits.resolved.group,
-            custom_image=image.ref if image.custom else None,
-            image=image.ref,
-            created_at=now,
-            gpu_uuids=uuids,
-            gpu_equivalents=allocation.equivalents,
-            gpu_profile=prepared.request.profile,
-            gpu_allocated_at=now if uuids else None,
-            queue_id=str(prepared.queue_id) if prepared.queue_id else None,
-            interface=req.interface,
-            creator=prepared.creator or Creator.me().encode(),
-            journal=prepared.journal,
-        )
-        env = {"HOME": user.home, "USER": user.name}
-        if uuids:
-            env["CUDA_VISIBLE_DEVICES"] = allocation.cuda_visible_devices
-            env["NVIDIA_VISIBLE_DEVICES"] = allocation.cuda_visible_devices
-        else:
-            # Images such as AIME's set NVIDIA_VISIBLE_DEVICES=all; with the NVIDIA runtime
-            # as Docker's default that would hand a CPU-only container every GPU.
-            env["NVIDIA_VISIBLE_DEVICES"] = "void"
-            env["CUDA_VISIBLE_DEVICES"] = ""
-        mounts = [Mount(str(prepared.workspace), "/workspace")]
-        if prepared.data:
-            mounts.append(Mount(str(prepared.data), "/data", read_only=prepared.data_read_only))
-        if prepared.models:
-            mounts.append(
-                Mount(str(prepared.models), "/models", read_only=prepared.models_read_only)
-            )
-        settings = self.ctx.settings
-        # Checked again now, with the owner's rights (a queue grant may run as root), and
-        # the directories' identities kept for finish() to compare with what is mounted.
-        prepared.checked_mounts = check_mounts(settings, actor, mounts)
-        mounts = [c.mount for c in prepared.checked_mounts]
-        keepalive = keepalive_path()
-        if keepalive is not None:
-            # The main process comes from the host, not from the user's image (see
-            # ds01.domain.keepalive); the image's entrypoint is dropped either way.
-            mounts.append(Mount(str(keepalive), KEEPALIVE_TARGET, read_only=True))
-        spec = ContainerSpec(
-            tag=prepared.tag,
-            image=image.ref,
-            labels=labels.encode(),
-            user=f"{actor.uid}:{actor.gid}",
-            env=env,
-            mounts=tuple(mounts),
-            limits=prepared.limits.limits,
-            device_ids=uuids if settings.gpu.runtime == "nvidia" else (),
-            network=settings.container.network,
-            hostname=_hostname(req.name),
-            ulimits=settings.container.ulimits,
-            command=KEEPALIVE_COMMAND if keepalive is not None else SLEEP_COMMAND,
-            entrypoint=(),
-        )
-        prepared.created = True  # from here on, a failure must remove it (idempotent)
-        self.ctx.engine.create(spec)
-        prepared.allocation = allocation
-
-    def finish(self, prepared: Prepared) -> None:
-        """After the lock: copy the user in and start; a failure removes the container.
-
-        Unlike AIME, the container is started at once: a container holding a GPU is then
-        in use under the idle rules (warned, then stopped, its GPU released) rather than
-        sitting unstarted until the created-never-started cleanup removes it unannounced.
-        """
-        try:
-            install_user(
-                self.ctx.engine, prepared.tag, container_user(prepared.actor), prepared.info
-            )
-            self.ctx.engine.start(prepared.tag)
-            # Before anyone gets it: Docker mounted the very directories checked.
-            verify_mounted(
-                self.ctx.engine, prepared.tag, prepared.checked_mounts, what_next="removed"
-            )
-        except BaseException:
-            self.ctx.engine.remove(prepared.tag, force=True)
-            raise
 
     def result(
         self, prepared: Prepared, allocation: Allocation | None, *, queued: int | None = None
@@ -549,9 +313,3 @@ class CreateService:
             limits=prepared.limits.to_dict(),
             queued=queued,
         )
-
-
-def _hostname(name: str) -> str:
-    """A valid hostname from the container name (the shell prompt shows it)."""
-    cleaned = "".join(c if c.isalnum() or c == "-" else "-" for c in name.lower()).strip("-")
-    return (cleaned or "ds01")[:63]

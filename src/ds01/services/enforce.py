@@ -25,7 +25,7 @@ extended nor reset): a missing GPU signal must not make a busy GPU look idle.
 
 Releasing a stopped container's GPU (``gpu_hold_after_stop`` ran out) does not remove
 the container: Docker labels cannot change, and the allocator already treats an expired
-hold as free (:class:`~ds01.services.gpus.GpuService`). Enforcement records
+hold as free (:class:`~ds01.services.holdings.HoldingsService`). Enforcement records
 ``gpu.release`` once, tells the owner and runs the queue so a waiting request gets the
 device. The container itself goes when ``container_hold_after_stop`` runs out; starting
 it before then takes its device back if it is still free (``container start`` checks).
@@ -42,6 +42,10 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from ds01.adapters.cgroup_stats import CgroupStats, CounterTarget
+from ds01.adapters.lifecycle_store import LifecycleStore
+from ds01.adapters.locks import host_lock, watch_lock
+from ds01.adapters.notifier import TerminalNotifier
 from ds01.domain.allocation import Holding, capacity_summary, holdings_in_force
 from ds01.domain.containers import ContainerState
 from ds01.domain.idle import NOT_BUSY, Busy, LifecycleState, Sample, busy_factor
@@ -53,8 +57,20 @@ from ds01.domain.lifecycle import (
     HeldDevice,
     decide,
 )
-from ds01.errors import ConfigError, DS01Error, GpuQueryError, NotFoundError, RefusedError
+from ds01.errors import (
+    ConfigError,
+    DS01Error,
+    GpuQueryError,
+    NotFoundError,
+    RefusedError,
+    UsageError,
+)
+from ds01.services.containers import ContainerService
 from ds01.services.enforce_apply import RELEASED_KEY, ActionApplier, PassReport, Subject
+from ds01.services.holdings import HoldingsService
+from ds01.services.limits import apply_user_limits, limits_for_user
+from ds01.services.queue import process_queue_quietly
+from ds01.services.recovery import RecoveryService
 
 if TYPE_CHECKING:
     from ds01.adapters.cgroup_stats import CgroupStats
@@ -152,24 +168,18 @@ class EnforceService:
     @property
     def counters(self) -> CgroupStats:
         if self._counters is None:
-            from ds01.adapters.cgroup_stats import CgroupStats
-
             self._counters = CgroupStats()
         return self._counters
 
     @property
     def notifier(self) -> Notifier:
         if self._notifier is None:
-            from ds01.adapters.notifier import TerminalNotifier
-
             self._notifier = TerminalNotifier()
         return self._notifier
 
     @property
     def store(self) -> LifecycleStore:
         if self._store is None:
-            from ds01.adapters.lifecycle_store import LifecycleStore
-
             self._store = LifecycleStore(self.ctx.state_db)
         return self._store
 
@@ -190,7 +200,6 @@ class EnforceService:
             )
         if dry_run:
             return self._pass(dry_run=True, owners=owners)
-        from ds01.adapters.locks import host_lock, watch_lock
 
         lock = Path(self.ctx.settings.state_dir) / "locks" / "enforce.lock"
         watch_lock(lock)  # root: a user holding it past its lease is ended (no-op otherwise)
@@ -198,8 +207,6 @@ class EnforceService:
             return self._pass(dry_run=False, owners=owners)
 
     def _pass(self, *, dry_run: bool, owners: Collection[str] | None) -> PassReport:
-        from ds01.services.containers import ContainerService
-
         clock_start = time.monotonic()
         now = self.ctx.clock.now()
         report = PassReport(started_at=now, dry_run=dry_run)
@@ -256,8 +263,6 @@ class EnforceService:
     def _recover(self, owners: set[str] | None, report: PassReport) -> None:
         """What interrupted creates left half-made goes before anything is judged (the
         messages reach the report's warnings through the context)."""
-        from ds01.services.recovery import RecoveryService
-
         try:
             RecoveryService(self.ctx).sweep_all(owners)
         except Exception as exc:  # the pass's own work must still be done and reported
@@ -265,8 +270,6 @@ class EnforceService:
 
     def _apply_limits(self, in_scope: list[ContainerInfo], report: PassReport) -> None:
         """Owners' aggregate limits (root only): a policy edit reaches them within a pass."""
-        from ds01.services.limits import apply_user_limits
-
         owners = sorted({c.owner for c in in_scope if c.owner})
         try:
             results = apply_user_limits(self.ctx, self.ctx.actor, owners)
@@ -311,7 +314,6 @@ class EnforceService:
             report.pruned = self.store.prune({c.id for c in listing} - removed)
         except DS01Error as exc:
             report.fail(None, None, exc)
-        from ds01.services.queue import process_queue_quietly
 
         # Every pass: holds also run out by time alone, and queued requests expire.
         try:
@@ -349,9 +351,6 @@ class EnforceService:
 
     def _policy(self, owner: str) -> tuple[ContainerPolicy, str]:
         if owner not in self._policies:
-            from ds01.errors import UsageError
-            from ds01.services.limits import limits_for_user
-
             try:
                 limits = limits_for_user(self.ctx, owner)
             except ConfigError:
@@ -435,8 +434,6 @@ class EnforceService:
         inputs: _PassInputs,
         report: PassReport,
     ) -> Sample:
-        from ds01.adapters.cgroup_stats import CounterTarget
-
         host_config = details.host_config
         target = CounterTarget(
             container_id=details.info.id,
@@ -473,7 +470,6 @@ class EnforceService:
         """The busy-server verdict for this pass: allocated / total GPU equivalents."""
         if inputs.devices is None or report.inventory is None:
             return NOT_BUSY
-        from ds01.services.gpus import GpuService
 
         finished = {s.info.id: s.facts.finished_at for s in subjects}
         holdings: list[Holding] = []
@@ -488,7 +484,7 @@ class EnforceService:
                     info.tag, labels, state=info.state.value, finished_at=finished.get(info.id)
                 )
             )
-        gpus = GpuService(self.ctx)
+        gpus = HoldingsService(self.ctx)
         holds = {h.user: gpus.hold_after_stop(h.user) for h in holdings}
         summary = capacity_summary(report.inventory, holdings_in_force(holdings, inputs.now, holds))
         allocated = summary.total_equivalents - summary.free_equivalents

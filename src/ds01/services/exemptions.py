@@ -16,7 +16,10 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
+from ds01.adapters.identity import actor_for_user
+from ds01.adapters.lifecycle_store import LifecycleStore
 from ds01.domain.lifecycle import LimitKind
+from ds01.domain.units import parse_duration
 from ds01.errors import NotFoundError, RefusedError, UsageError
 from ds01.services.audit import audited
 
@@ -46,8 +49,6 @@ def parse_until(text: str, *, now: datetime) -> datetime | None:
         return None
     until: datetime
     if _DURATION.match(value):
-        from ds01.domain.units import parse_duration
-
         try:
             until = now + timedelta(seconds=parse_duration(value))
         except (ValueError, OverflowError) as exc:
@@ -93,8 +94,6 @@ def _require_admin(actor: Actor, what: str) -> None:
 
 
 def _store(ctx: AppContext) -> LifecycleStore:
-    from ds01.adapters.lifecycle_store import LifecycleStore
-
     return LifecycleStore(ctx.state_db)
 
 
@@ -127,7 +126,6 @@ def grant(
             hint="The reason is shown to the user and kept in the event log.",
             code="missing_argument",
         )
-    from ds01.adapters.identity import actor_for_user
 
     account = actor_for_user(user)  # exit 2 for a name that is not a user here
     now = ctx.clock.now()

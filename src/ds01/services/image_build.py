@@ -45,6 +45,7 @@ from ds01.adapters.docker_build import (
     run_build,
     write_context,
 )
+from ds01.adapters.state_layout import USERS, open_user_dir
 
 # The O_NOFOLLOW walk of user_fs, for directories DS01 writes into through a descriptor.
 from ds01.adapters.user_fs import open_real_dir as walk_real_directory
@@ -291,8 +292,6 @@ class ImageBuilder:
         of the user's own under the root-owned, sticky ``users/`` (state_layout), opened
         through descriptors that never follow a link. A directory another user made
         under that name first is refused (exit 2), never written into."""
-        from ds01.adapters.state_layout import USERS, open_user_dir
-
         state = Path(os.path.realpath(self.ctx.settings.state_dir))  # the admin's path
         mine = state / USERS / str(actor.uid) / "build-logs"
         try:

@@ -25,7 +25,9 @@ from ds01.domain.labels import ImageLabels
 from ds01.domain.naming import project_image_name, split_tag, validate_name
 from ds01.errors import DS01Error, EngineError, NotFoundError, RefusedError, UsageError
 from ds01.services.audit import audited
+from ds01.services.containers import ContainerService
 from ds01.services.image_build import ProjectFiles, image_owner
+from ds01.services.queue import process_queue_quietly
 
 if TYPE_CHECKING:
     from ds01.domain.actor import Actor
@@ -155,20 +157,24 @@ class ImageDeleter:
     def _remove_containers(
         self, actor: Actor, containers: Sequence[ContainerInfo], removed: list[str]
     ) -> None:
-        """Stop and remove ``containers``, adding each to ``removed`` once it is gone."""
-        from ds01.services.containers import ContainerService
-
+        """Stop and remove ``containers``, adding each to ``removed`` once it is gone;
+        then the GPU queue runs once if any of them held devices."""
         service = ContainerService(self.ctx)
         engine = self.ctx.engine
-        for info in containers:
-            if info.decoded is None and split_tag(info.tag)[1] is None:
-                # Not an AIME/DS01 container (only an admin gets here): plain Docker.
-                engine.remove(info.id, force=True)
-            else:
-                if info.state.is_active:
-                    service.stop(actor, info.tag)
-                service.remove(actor, info.tag)
-            removed.append(info.tag)
+        freed = False
+        try:
+            for info in containers:
+                if info.decoded is None and split_tag(info.tag)[1] is None:
+                    # Not an AIME/DS01 container (only an admin gets here): plain Docker.
+                    engine.remove(info.id, force=True)
+                else:
+                    if info.state.is_active:
+                        service.stop(actor, info.tag)
+                    freed = bool(service.remove(actor, info.tag).freed_devices) or freed
+                removed.append(info.tag)
+        finally:
+            if freed:
+                process_queue_quietly(self.ctx)  # their devices may be what the queue waits for
 
 
 def _partial_delete(

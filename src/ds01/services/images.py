@@ -46,6 +46,7 @@ from ds01.domain.packages import (
 )
 from ds01.errors import DS01Error, NotFoundError, RefusedError, UsageError
 from ds01.services.audit import audited
+from ds01.services.catalog import resolve_arch
 from ds01.services.image_build import (
     BuildPlan,
     BuildReport,
@@ -210,9 +211,7 @@ class ImageService:
                     code="conflicting_flags",
                 )
             return req.base, "custom"
-        from ds01.services.create import CreateService
-
-        arch, reason = CreateService(self.ctx).resolve_arch(req.arch, required=True)
+        arch, reason = resolve_arch(self.ctx, req.arch, required=True)
         if arch is None:  # required=True raised already; this narrows the type
             raise UsageError(reason, code="no_arch")
         entry = self.ctx.catalog.lookup(req.framework or DEFAULT_FRAMEWORK, req.version, arch)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from ds01.adapters.cgroups import AggregateResult, CgroupManager
+from ds01.adapters.identity import actor_for_user
 from ds01.domain.containers import Limits
 from ds01.errors import DS01Error, EngineError, RefusedError
+from ds01.services.lookup import all_containers
 
 if TYPE_CHECKING:
-    from ds01.adapters.cgroups import AggregateResult
     from ds01.domain.actor import Actor
-    from ds01.domain.containers import ContainerInfo
     from ds01.domain.policy import ResolvedLimits
     from ds01.services.context import AppContext
 
@@ -20,7 +21,6 @@ __all__ = [
     "ContainerLimits",
     "apply_aggregate",
     "apply_user_limits",
-    "check_container_count",
     "describe_limits",
     "limits_for",
     "limits_for_user",
@@ -35,8 +35,6 @@ def limits_for(ctx: AppContext, actor: Actor) -> ResolvedLimits:
 
 def limits_for_user(ctx: AppContext, user: str) -> ResolvedLimits:
     """Limits of any user by name (admins, ``ds01 limits USER``, enforcement)."""
-    from ds01.adapters.identity import actor_for_user
-
     return limits_for(ctx, actor_for_user(user))
 
 
@@ -126,10 +124,6 @@ def apply_aggregate(ctx: AppContext, planned: ContainerLimits) -> ContainerLimit
     Applied even when unlimited (by root): a limit the policy no longer has must be
     lifted from the user's parent cgroup, not left behind.
     """
-    from dataclasses import replace
-
-    from ds01.adapters.cgroups import CgroupManager
-
     resolved = planned.resolved
     manager = CgroupManager(planned.driver)
     if resolved.aggregate.is_unlimited and not manager.privileged:
@@ -152,13 +146,10 @@ def apply_user_limits(
     Without ``users``: everyone who has a DS01 or AIME container. The enforcement timer
     runs this each pass, so a policy edit reaches running users within a minute.
     """
-    from ds01.adapters.identity import actor_for_user
-    from ds01.services.containers import ContainerService
-
     if not actor.is_admin:
         raise RefusedError("Only administrators may apply limits.", code="not_admin")
     if users is None:
-        users = sorted({c.owner for c in ContainerService(ctx).all_containers() if c.owner})
+        users = sorted({c.owner for c in all_containers(ctx.engine) if c.owner})
     out: list[dict[str, Any]] = []
     for user in users:
         try:
@@ -177,21 +168,3 @@ def apply_user_limits(
             }
         )
     return out
-
-
-def check_container_count(
-    resolved: ResolvedLimits, existing: list[ContainerInfo], *, adding: int = 1
-) -> None:
-    """``max_containers`` counts containers in every state; exit 3 naming what to remove."""
-    cap = resolved.max_containers
-    if cap is None or len(existing) + adding <= cap:
-        return
-    names = ", ".join(f"{c.display_name} ({c.state.value})" for c in existing)
-    raise RefusedError(
-        f"You have {len(existing)} containers and may have at most {cap} "
-        f"(group {resolved.group}): {names}.",
-        hint="Remove one you no longer need: 'ds01 container remove NAME' "
-        "(stopped ones count too).",
-        code="container_limit",
-        details={"held": len(existing), "allowed": cap, "containers": [c.tag for c in existing]},
-    )

@@ -19,8 +19,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ds01.domain.naming import container_tag
 from ds01.errors import DS01Error, UsageError
 from ds01.services.audit import audited
+from ds01.services.gpus import GpuService
+from ds01.services.limits import limits_for
+from ds01.services.projects import ProjectService
 
 if TYPE_CHECKING:
     from ds01.domain.actor import Actor
@@ -140,8 +144,6 @@ class OnboardingService:
         )
 
     def _limits(self, actor: Actor) -> Check:
-        from ds01.services.limits import limits_for
-
         try:
             resolved = limits_for(self.ctx, actor)
         except DS01Error as exc:
@@ -175,8 +177,6 @@ class OnboardingService:
         return Check("limits", "Your limits", CheckStatus.OK, summary, details)
 
     def _gpus(self, user: str, *, docker_ok: bool) -> Check:
-        from ds01.services.gpus import GpuService
-
         try:
             if not docker_ok:
                 inventory = self.ctx.inventory.read()
@@ -216,8 +216,6 @@ class OnboardingService:
         return Check("gpus", "GPUs", CheckStatus.OK, summary, (*held, "Details: ds01 gpu status"))
 
     def _workspace(self, actor: Actor) -> tuple[Path, tuple[str, ...], Check]:
-        from ds01.services.projects import ProjectService
-
         base = self.ctx.settings.workspace_base(actor.name, actor.home)
         if not base.is_dir():
             return (
@@ -309,8 +307,6 @@ def _count_keys(path: Path) -> int:
 
 def connect_guide(actor: Actor, host: str, workspace: Path, project: str | None) -> list[str]:
     """How to reach this server from VS Code, and how to attach to a container."""
-    from ds01.domain.naming import container_tag
-
     shown = project or "PROJECT"
     return [
         "On your laptop:",

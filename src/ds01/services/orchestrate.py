@@ -28,10 +28,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from packaging.utils import canonicalize_name
 
+from ds01.adapters.identity import require_non_root
 from ds01.domain.labels import ImageLabels
 from ds01.domain.naming import container_tag, project_image_name, validate_name
 from ds01.errors import NotFoundError, UsageError
 from ds01.services.audit import audited
+from ds01.services.containers import ContainerService
+from ds01.services.create import CreateRequest, CreateService
+from ds01.services.images import ImageService, ImageUpdateRequest
+from ds01.services.queue import process_queue_quietly
 
 if TYPE_CHECKING:
     from ds01.adapters.docker_engine import ContainerDetails
@@ -237,9 +242,6 @@ class Orchestrator:
         the container (limits, GPU); an existing container of that name is used as it is.
         With ``background`` also phase 3, the start; otherwise the caller opens the shell
         with :meth:`open_shell` (after closing its progress displays)."""
-        from ds01.adapters.identity import require_non_root
-        from ds01.services.containers import ContainerService
-
         require_non_root(actor)
         validate_name(req.name)
         tag = container_tag(req.name, actor.uid)
@@ -268,15 +270,11 @@ class Orchestrator:
 
         Not audited as a whole: the start is (``container.start``), and a shell session
         can last for days."""
-        from ds01.services.containers import ContainerService
-
         self.say.phase(3, 3, "Shell", "shell")
         code = ContainerService(self.ctx).open(actor, result.container, keep_running=keep_running)
         return replace(result, shell_exit=code)
 
     def _existing(self, actor: Actor, tag: str, req: DeployRequest) -> DeployResult:
-        from ds01.services.containers import ContainerService
-
         details = ContainerService(self.ctx).resolve(actor, tag)
         say = self.say
         say.note(f"You have the container {tag} already; it is used as it is.")
@@ -293,8 +291,6 @@ class Orchestrator:
         return DeployResult(req.name, tag, False, details.info.image, False, gpus)
 
     def _create(self, actor: Actor, req: DeployRequest) -> DeployResult:
-        from ds01.services.create import CreateRequest, CreateService
-
         built = self._image(actor, req)
         say = self.say
         say.phase(2, 3, "Container: limits and GPU", "limits")
@@ -342,8 +338,6 @@ class Orchestrator:
 
     def _image(self, actor: Actor, req: DeployRequest) -> bool:
         """Phase 1: which image; builds the project image when needed. True if built."""
-        from ds01.services.images import ImageService, ImageUpdateRequest
-
         say = self.say
         if req.image or req.framework:
             say.note(f"Using {req.image or req.framework} (as asked).")
@@ -412,9 +406,6 @@ class Orchestrator:
         not save. A save is done, and checked, before anything is stopped: if it cannot
         be done, nothing is retired.
         """
-        from ds01.services.containers import ContainerService
-        from ds01.services.images import ImageService, ImageUpdateRequest
-
         containers = ContainerService(self.ctx)
         details = containers.resolve(actor, name)
         info = details.info
@@ -479,9 +470,9 @@ class Orchestrator:
             else:
                 say.note(f"{display} was not running.")
             say.phase(3, 3, "Remove and release the GPU", "retire")
-            containers.remove(actor, tag)
-            labels = info.decoded
-            released = labels.gpu_uuids if labels else ()
+            released = containers.remove(actor, tag).freed_devices
+            if released:
+                process_queue_quietly(self.ctx)  # its devices may be what the queue waits for
             say.note(
                 f"Removed {tag}"
                 + (f"; released {', '.join(released)}." if released else ".")

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ds01.adapters.user_fs import make_user_dirs
 from ds01.domain.naming import project_image_name, validate_name
 from ds01.domain.packages import (
     PackagePlan,
@@ -35,6 +36,9 @@ from ds01.domain.packages import (
 )
 from ds01.errors import NotFoundError
 from ds01.services.audit import audited
+from ds01.services.image_build import ProjectFiles
+from ds01.services.images import ImageCreateRequest, ImageService
+from ds01.services.orchestrate import Orchestrator, Silent
 
 if TYPE_CHECKING:
     from ds01.domain.actor import Actor
@@ -251,9 +255,6 @@ class ProjectService:
         Every input is checked before anything is written: a bad name, package or
         framework exits 2 and leaves nothing behind.
         """
-        from ds01.services.images import ImageCreateRequest, ImageService
-        from ds01.services.orchestrate import Silent
-
         say = narrator or Silent()
         validate_name(req.name, what="project name")
         use_case = parse_use_case(req.use_case) if req.use_case else UseCase.NONE
@@ -332,8 +333,6 @@ class ProjectService:
         )
 
     def _layout(self, actor: Actor, project: Path) -> list[str]:
-        from ds01.adapters.user_fs import make_user_dirs
-
         top = Path(os.path.realpath(project))  # checked as the user's by project_dir
         made: list[str] = []
         for relative in LAYOUT:
@@ -345,8 +344,6 @@ class ProjectService:
 
     def _write_new(self, actor: Actor, path: Path, text: str) -> bool:
         """Write ``path`` unless something is there already (never replace a user's file)."""
-        from ds01.services.image_build import ProjectFiles
-
         if path.exists() or path.is_symlink():
             return False
         ProjectFiles(self.ctx).write(actor, path, text)
@@ -439,8 +436,6 @@ def launch(
     on_pull: PullProgressFn | None = None,
 ) -> DeployResult:
     """``project launch NAME``: the project must exist; then build if needed and deploy."""
-    from ds01.services.orchestrate import Orchestrator
-
     validate_name(req.name, what="project name")
     project = ProjectService(ctx).base(actor) / req.name
     if not (project / "Dockerfile").is_file():

@@ -28,33 +28,35 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ds01.adapters.create_journal import crash_point
-from ds01.adapters.locks import ALLOCATION_LOCK, LOCK_DIR, host_lock, watch_lock
+from ds01.adapters.create_journal import Creator, crash_point
+from ds01.adapters.locks import ALLOCATION_LOCK, watch_lock
+from ds01.adapters.notifier import TerminalNotifier
 from ds01.adapters.queue_requests import discard_request, write_request
+from ds01.adapters.queue_store import QueueStore
 from ds01.domain.allocation import Allocation, GpuQuota, GpuRequest
+from ds01.domain.containers import ContainerState
+from ds01.domain.labels import L
 from ds01.domain.queue import Aging, Grant, QueueEntry, QueueState, Waiting, plan
-from ds01.errors import DS01Error, RefusedError, UsageError
-from ds01.services.gpus import GpuService, quota_from_limits
+from ds01.errors import DS01Error, NotFoundError, RefusedError, UsageError
+from ds01.services.allocation import allocation_lock, allocation_lock_path
+from ds01.services.audit import audited
+from ds01.services.holdings import HoldingsService
+from ds01.services.limits import limits_for_user
+from ds01.services.mount_verify import may_verify
+from ds01.services.provisioning import Prepared, finish, make_container
 from ds01.services.queue_checks import Checked, check_rows, prepare_grant, request_record
 
 if TYPE_CHECKING:
     from ds01.adapters.lock_holders import Holder
-    from ds01.adapters.queue_store import QueueRow, QueueStore
+    from ds01.adapters.queue_store import QueueRow
     from ds01.domain.actor import Actor
     from ds01.domain.allocation import Holding
     from ds01.domain.devices import Inventory
     from ds01.services.context import AppContext
-    from ds01.services.create import CreateService, Prepared
 
 _INSTALL_HINT = (
     "An administrator repairs the state directory with: sudo scripts/install --state-only"
 )
-
-
-def creator_service(ctx: AppContext) -> CreateService:
-    from ds01.services.create import CreateService
-
-    return CreateService(ctx)
 
 
 __all__ = ["QueueOutcome", "QueueService"]
@@ -77,8 +79,6 @@ class QueueService:
 
     @property
     def store(self) -> QueueStore:
-        from ds01.adapters.queue_store import QueueStore
-
         return QueueStore(self.ctx.state_db)
 
     def aging(self) -> Aging:
@@ -86,12 +86,10 @@ class QueueService:
         return Aging(interval=timedelta(seconds=q.aging_interval), step=q.aging_step)
 
     def _quotas(self, users: set[str]) -> dict[str, GpuQuota]:
-        from ds01.services.limits import limits_for_user
-
         quotas: dict[str, GpuQuota] = {}
         for user in sorted(users):
             try:
-                quotas[user] = quota_from_limits(limits_for_user(self.ctx, user))
+                quotas[user] = limits_for_user(self.ctx, user).gpu_quota()
             except UsageError:
                 continue  # the account is gone: its entries fail in the next pass
         return quotas
@@ -201,7 +199,7 @@ class QueueService:
                 code="not_admin",
             )
         rows = self.store.waiting()
-        gpus = GpuService(self.ctx)
+        gpus = HoldingsService(self.ctx)
         inventory = gpus.read_inventory()
         holdings = gpus.holdings().in_force
         quotas = self._quotas({r.entry.user for r in rows})
@@ -246,8 +244,6 @@ class QueueService:
         return out
 
     def cancel(self, actor: Actor, entry_id: int) -> QueueRow:
-        from ds01.services.audit import audited
-
         row = self.store.get(entry_id)
         if row.entry.user != actor.name and not actor.is_admin:
             raise RefusedError(
@@ -295,7 +291,7 @@ class QueueService:
             for bad in refused:
                 outcomes.append(self._refuse(bad.row, bad.reason))
             checked = self._expire(checked, outcomes)
-            gpus = GpuService(self.ctx)
+            gpus = HoldingsService(self.ctx)
             inventory = gpus.read_inventory()
             holdings = gpus.holdings(now).in_force
             by_id = {c.entry.id: c for c in checked}
@@ -308,7 +304,7 @@ class QueueService:
                 item = by_id[grant.entry.id]
                 if not self._may_grant(item.row):
                     continue  # stays waiting; its devices stay free for the next pass
-                made = self._make(creator_service(self.ctx), item, grant.allocation, outcomes)
+                made = self._make(item, grant.allocation, outcomes)
                 if made is not None:
                     granted.append((made, item.row))
         for prepared, row in granted:
@@ -316,11 +312,10 @@ class QueueService:
         return outcomes
 
     def _lock(self) -> AbstractContextManager[float]:
-        settings = self.ctx.settings
-        return host_lock(self._lock_path(), timeout=settings.gpu.lock_timeout)
+        return allocation_lock(self.ctx)
 
     def _lock_path(self) -> Path:
-        return Path(self.ctx.settings.state_dir) / LOCK_DIR / ALLOCATION_LOCK
+        return allocation_lock_path(self.ctx)
 
     def _watch_lock(self) -> None:
         def ended(holder: Holder) -> None:
@@ -340,11 +335,9 @@ class QueueService:
             self.ctx.warnings.append(f"Cannot look at the allocation lock: {why}")
 
     def _make(
-        self, creator: CreateService, item: Checked, allocation: Allocation, out: list[QueueOutcome]
+        self, item: Checked, allocation: Allocation, out: list[QueueOutcome]
     ) -> Prepared | None:
         """Under the lock: re-decide, mark ``granting``, make the container."""
-        from ds01.adapters.create_journal import Creator
-
         row = item.row
         me = Creator.me().encode()
         try:
@@ -363,7 +356,7 @@ class QueueService:
         ):
             return None  # no longer waiting: cancelled meanwhile
         try:
-            creator.make_container(prepared, allocation)
+            make_container(self.ctx, prepared, allocation)
         except DS01Error as exc:
             self._remove_half_made(prepared)
             out.append(self._fail(row, exc.message, only_if=QueueState.GRANTING))
@@ -373,7 +366,7 @@ class QueueService:
     def _complete(self, prepared: Prepared, row: QueueRow) -> QueueOutcome:
         """After the lock: start and verify, then mark ``granted``; or undo the container."""
         try:
-            return self._granted(creator_service(self.ctx), prepared, row)
+            return self._granted(prepared, row)
         except DS01Error as exc:
             # finish() removed the container, or marking it granted failed and it was
             # removed: the entry records why (or, the database refusing, stays
@@ -393,11 +386,6 @@ class QueueService:
         waiting again when their container is gone, granted when it is complete. A
         container still half-made is the recovery sweep's (it removes it; the entry
         then waits again at the next pass); a live granting process is left alone."""
-        from ds01.adapters.create_journal import Creator
-        from ds01.domain.containers import ContainerState
-        from ds01.domain.labels import L
-        from ds01.errors import NotFoundError
-
         now = self.ctx.clock.now()
         for row in self.store.granting():
             maker = Creator.parse(row.message)
@@ -434,10 +422,6 @@ class QueueService:
     def _may_grant(self, row: QueueRow) -> bool:
         """Only a process that can verify the new container's mounts grants it: root or
         the owner (see ds01.services.mount_verify.may_verify)."""
-        import pwd
-
-        from ds01.services.mount_verify import may_verify
-
         try:
             return may_verify(pwd.getpwnam(row.entry.user).pw_uid)
         except KeyError:
@@ -471,8 +455,6 @@ class QueueService:
     def _prepare(self, row: QueueRow) -> Prepared:
         """The container of one waiting row, checked against its owner's file and
         re-decided as at create (a pass's first half; tests drive it directly)."""
-        from ds01.adapters.create_journal import Creator
-
         quotas = self._quotas({row.entry.user})
         checked, refused = check_rows(self.ctx, [row], quotas)
         if not checked:
@@ -480,14 +462,12 @@ class QueueService:
             raise RefusedError(f"Queue entry {row.entry.id} is refused: {why}.", code="forged")
         return prepare_grant(self.ctx, checked[0], creator=Creator.me().encode())
 
-    def _granted(self, creator: Any, prepared: Prepared, row: QueueRow) -> QueueOutcome:
-        from ds01.services.audit import audited
-
+    def _granted(self, prepared: Prepared, row: QueueRow) -> QueueOutcome:
         owner = prepared.actor
         with audited(
             self.ctx, owner, "queue.grant", prepared.tag, owner=owner.name, by=self._by()
         ) as audit:
-            creator.finish(prepared)
+            finish(self.ctx, prepared)
             allocation = prepared.allocation
             audit.add(queue_id=row.entry.id, gpus=list(allocation.uuids) if allocation else [])
             crash_point("queue-granted")
@@ -569,8 +549,6 @@ class QueueService:
             return None
 
     def _tell(self, row: QueueRow, message: str) -> None:
-        from ds01.adapters.notifier import TerminalNotifier
-
         TerminalNotifier().notify(row.entry.user, message, fallback_dir=row.spec.get("workspace"))
 
 

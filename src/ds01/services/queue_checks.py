@@ -23,16 +23,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ds01.adapters.clock import SystemClock
+from ds01.adapters.identity import actor_for_user
 from ds01.adapters.queue_requests import Unverifiable, read_request
 from ds01.domain.allocation import GpuRequest
+from ds01.domain.labels import ImageLabels
+from ds01.domain.naming import container_tag, validate_name
 from ds01.domain.queue import QueueEntry
+from ds01.domain.resolved_limits import check_container_count
 from ds01.errors import RefusedError, UsageError
+from ds01.services.limits import apply_aggregate, limits_for, plan_container_limits
+from ds01.services.lookup import own_containers, refuse_existing
+from ds01.services.mounts import plan_mounts
+from ds01.services.provisioning import CreateRequest, Prepared, ResolvedImage
 
 if TYPE_CHECKING:
     from ds01.adapters.queue_store import QueueRow
     from ds01.domain.allocation import GpuQuota
     from ds01.services.context import AppContext
-    from ds01.services.create import Prepared
 
 __all__ = ["Checked", "Refused", "check_rows", "prepare_grant", "request_record"]
 
@@ -146,19 +153,6 @@ def prepare_grant(ctx: AppContext, checked: Checked, *, creator: str) -> Prepare
     """The container of a checked entry, decided as ``container create`` decides it.
 
     Raises exit 2 (name, mounts, image gone), 3 (policy, image of another user)."""
-    from ds01.adapters.identity import actor_for_user
-    from ds01.domain.labels import ImageLabels
-    from ds01.domain.naming import container_tag, validate_name
-    from ds01.services.containers import ContainerService
-    from ds01.services.create import CreateRequest, CreateService, Prepared, ResolvedImage
-    from ds01.services.limits import (
-        apply_aggregate,
-        check_container_count,
-        limits_for,
-        plan_container_limits,
-    )
-    from ds01.services.mounts import plan_mounts
-
     spec = checked.spec
     owner = actor_for_user(checked.entry.user, admin_group=ctx.settings.effective_admin_group())
     if owner.uid == 0:
@@ -166,8 +160,8 @@ def prepare_grant(ctx: AppContext, checked: Checked, *, creator: str) -> Prepare
     name = str(spec.get("name"))
     validate_name(name)
     tag = container_tag(name, owner.uid)
-    CreateService(ctx).refuse_existing(name, tag)
-    check_container_count(limits_for(ctx, owner), ContainerService(ctx).own_containers(owner))
+    refuse_existing(ctx.engine, name, tag)
+    check_container_count(limits_for(ctx, owner), own_containers(ctx.engine, owner))
     image_ref = str(spec.get("image"))
     info = ctx.engine.image(image_ref)
     if info is None:

@@ -33,10 +33,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ds01.adapters.create_journal import Creator, StaleJournal, stale_journals
+from ds01.adapters.queue_store import QueueStore
 from ds01.adapters.user_fs import is_within, open_real_dir
 from ds01.domain.containers import ContainerState
 from ds01.domain.labels import L
 from ds01.domain.naming import split_tag
+from ds01.domain.queue import QueueState
 from ds01.errors import DS01Error, NotFoundError
 
 if TYPE_CHECKING:
@@ -231,8 +233,6 @@ class RecoveryService:
         raw = info.labels.get(L.QUEUE_ID)
         if not raw or not raw.isdigit():
             return None
-        from ds01.adapters.queue_store import QueueStore
-        from ds01.domain.queue import QueueState
 
         store = QueueStore(self.ctx.state_db)
         try:

@@ -5,10 +5,14 @@ the clock, the registry behind ``pull``, and that it imports without the Docker 
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import tarfile
+from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -16,9 +20,11 @@ from ds01.adapters.clock import FixedClock
 from ds01.adapters.memory_engine import ExecCall, MemoryEngine
 from ds01.adapters.memory_images import epoch
 from ds01.adapters.memory_status import human_duration
-from ds01.domain.containers import ContainerSpec, ContainerState
+from ds01.domain.containers import ContainerSpec, ContainerState, Mount
 from ds01.domain.engine_types import ContainerFile, ExecResult
 from ds01.errors import EngineError, NotFoundError, UsageError
+from ds01.services.mount_verify import verify_mounted
+from ds01.services.mounts import CheckedMount
 
 IMAGE = "base:latest"
 
@@ -207,3 +213,16 @@ def test_invalid_name_is_bad_input() -> None:
 )
 def test_human_duration_words_it_as_docker(seconds: float, text: str) -> None:
     assert human_duration(timedelta(seconds=seconds)) == text
+
+
+def test_mount_verification_finds_no_process(tmp_path: Path) -> None:
+    """Its pids are no host's: a service's look into /proc/<pid> fails safe (exit 1)
+    instead of reading a stranger's mounts."""
+    engine, _ = _engine()
+    engine.create(replace(_spec(), mounts=(Mount(str(tmp_path), "/workspace"),)))
+    engine.start("c1")
+    st = os.stat(tmp_path)
+    checked = (CheckedMount(Mount(str(tmp_path), "/workspace"), st.st_dev, st.st_ino),)
+    with pytest.raises(EngineError) as caught:
+        verify_mounted(cast(Any, engine), "c1", checked, what_next="removed")
+    assert caught.value.code == "mount_unverified"

@@ -9,11 +9,12 @@ raises the same error classes and codes as the Docker adapter: ``tests/conforman
 runs the same tests against both, so the two cannot drift apart.
 
 What it does not model, and services must not expect from it: processes really running
-(``exec`` answers from a table, nothing runs), ``/proc/<pid>`` of a container (the pids
-it reports are not host processes, so :func:`ds01.services.mount_verify.verify_mounted`
-cannot look into it), cgroups, an NVIDIA runtime refusing a device (``start`` of a
-container with device requests succeeds), and a registry (``pull`` copies an image seeded
-with ``add_image(..., local=False)``).
+(``exec`` answers from a table, nothing runs); ``/proc/<pid>`` of a container (its pids
+are above any host's ``pid_max``, so
+:func:`ds01.services.mount_verify.verify_mounted` finds no process and answers
+``mount_unverified``, never another process's mounts); cgroups; an NVIDIA runtime
+refusing a device (``start`` of a container with device requests succeeds); a registry
+(``pull`` copies an image seeded with ``add_image(..., local=False)``); builds.
 
 Seeding, for tests::
 
@@ -97,7 +98,9 @@ class MemoryEngine:
         self._host_memory = host_memory
         self._containers: dict[str, _Container] = {}
         self._count = 0
-        self._next_pid = 1000
+        # Above Linux's largest pid_max (2**22): no host process has these pids, so code that
+        # looks into /proc/<pid> (mount verification) finds nothing rather than a stranger.
+        self._next_pid = 5_000_000
         self.images = ImageStore(self._image_in_use)
         self._responses: dict[tuple[str, ...], ExecResult] = {}
         self.exec_handler: ExecHandler | None = None

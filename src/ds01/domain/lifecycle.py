@@ -378,56 +378,16 @@ def _decide_live(
         sent = _without_idle_keys(sent)
 
     mtime = sample.keep_alive_mtime if sample is not None else None
-    keep_until = keep_alive_until(mtime, now, policy.keep_alive_max)
-    if mtime is not None and keep_until is None and mtime > now:
-        _note_once(
-            "note-keep-alive-future",
-            "The time of /workspace/.keep-alive is in the future, so it is ignored. "
-            "Run `touch /workspace/.keep-alive` again to set it to now.",
-            sent,
-            actions,
-        )
-    if keep_until is not None and mtime != state.keep_alive_seen:
-        # A fresh touch is the owner's answer to a warning: the next approach warns again.
-        sent = _without_idle_keys(sent)
+    keep_until = _keep_alive(mtime, state, policy, now=now, sent=sent, actions=actions)
 
-    limits: list[_Limit] = []
-    if policy.idle_timeout is not None and idle_since is not None:
-        clock = idle_clock(
-            idle_since,
-            timeout=policy.idle_timeout,
-            window=policy.idle_window,
-            busy=busy,
-            keep_until=keep_until,
+    limits = [
+        limit
+        for limit in (
+            _idle_limit(idle_since, assessment, policy, busy=busy, keep_until=keep_until, now=now),
+            _runtime_limit(container, policy, now),
         )
-        idle_for = now - idle_since
-        limits.append(
-            _Limit(
-                LimitKind.IDLE,
-                clock.deadline,
-                idle_for,
-                clock.timeout,
-                policy.idle_warn_at,
-                describe_quiet(assessment, idle_for),
-                clock.shortened_by_busy,
-                clock.keep_alive_until,
-            )
-        )
-    if policy.max_runtime is not None and container.started_at is not None:
-        ran_for = now - container.started_at
-        limit = policy.max_runtime
-        reason = f"running for {format_duration(ran_for)} of a {format_duration(limit)} limit"
-        limits.append(
-            _Limit(
-                LimitKind.RUNTIME,
-                container.started_at + limit,
-                ran_for,
-                limit,
-                policy.runtime_warn_at,
-                reason,
-            )
-        )
-
+        if limit is not None
+    ]
     actions.extend(_limit_actions(container, limits, policy, sent, now))
     new_state = LifecycleState(
         run_started_at=container.started_at,
@@ -444,6 +404,84 @@ def _decide_live(
         idle=idle_since is not None and now - idle_since >= policy.idle_window,
         idle_deadline=deadlines.get(LimitKind.IDLE),
         runtime_deadline=deadlines.get(LimitKind.RUNTIME),
+    )
+
+
+def _keep_alive(
+    mtime: datetime | None,
+    state: LifecycleState,
+    policy: ContainerPolicy,
+    *,
+    now: datetime,
+    sent: set[str],
+    actions: list[Action],
+) -> datetime | None:
+    """Until when ``/workspace/.keep-alive`` (touched at ``mtime``) holds off the idle
+    stop, or ``None``; notes a time in the future once, and lets a fresh touch re-arm the
+    idle warnings (``sent`` and ``actions`` are updated in place)."""
+    keep_until = keep_alive_until(mtime, now, policy.keep_alive_max)
+    if mtime is not None and keep_until is None and mtime > now:
+        _note_once(
+            "note-keep-alive-future",
+            "The time of /workspace/.keep-alive is in the future, so it is ignored. "
+            "Run `touch /workspace/.keep-alive` again to set it to now.",
+            sent,
+            actions,
+        )
+    if keep_until is not None and mtime != state.keep_alive_seen:
+        # A fresh touch is the owner's answer to a warning: the next approach warns again.
+        sent.intersection_update(_without_idle_keys(sent))
+    return keep_until
+
+
+def _idle_limit(
+    idle_since: datetime | None,
+    assessment: Assessment,
+    policy: ContainerPolicy,
+    *,
+    busy: Busy,
+    keep_until: datetime | None,
+    now: datetime,
+) -> _Limit | None:
+    """The idle limit's position, while a quiet streak runs and the policy has one."""
+    if policy.idle_timeout is None or idle_since is None:
+        return None
+    clock = idle_clock(
+        idle_since,
+        timeout=policy.idle_timeout,
+        window=policy.idle_window,
+        busy=busy,
+        keep_until=keep_until,
+    )
+    idle_for = now - idle_since
+    return _Limit(
+        LimitKind.IDLE,
+        clock.deadline,
+        idle_for,
+        clock.timeout,
+        policy.idle_warn_at,
+        describe_quiet(assessment, idle_for),
+        clock.shortened_by_busy,
+        clock.keep_alive_until,
+    )
+
+
+def _runtime_limit(
+    container: ContainerFacts, policy: ContainerPolicy, now: datetime
+) -> _Limit | None:
+    """The runtime limit's position, counted from the start of this run."""
+    if policy.max_runtime is None or container.started_at is None:
+        return None
+    ran_for = now - container.started_at
+    limit = policy.max_runtime
+    reason = f"running for {format_duration(ran_for)} of a {format_duration(limit)} limit"
+    return _Limit(
+        LimitKind.RUNTIME,
+        container.started_at + limit,
+        ran_for,
+        limit,
+        policy.runtime_warn_at,
+        reason,
     )
 
 

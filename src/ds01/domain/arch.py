@@ -315,6 +315,23 @@ def host_arch(
     """
     valid = sorted(set(catalog_archs))
     listed = ", ".join(valid) or "none (the catalog is empty)"
+    overridden = _overridden(flag, env, valid, listed)
+    if overridden is not None:
+        return overridden
+    if not gpus:
+        return ArchResolution(
+            None,
+            "none",
+            f"No GPU found and no --arch or MLC_ARCH given; pass --arch with one of: {listed}.",
+        )
+    return _detected(gpus, valid, listed)
+
+
+def _overridden(
+    flag: str | None, env: str | None, valid: Sequence[str], listed: str
+) -> ArchResolution | None:
+    """``--arch``, else ``MLC_ARCH``, in the catalog's spelling; ``None`` when neither is
+    given (a blank ``MLC_ARCH`` counts as unset, a blank ``--arch`` is an error)."""
     if flag is not None:
         if not flag.strip():
             raise UsageError(
@@ -332,14 +349,11 @@ def host_arch(
         return resolution
     if env is not None and env.strip():
         return _override(env, "MLC_ARCH", f"MLC_ARCH={env.strip()}", valid)
+    return None
 
-    if not gpus:
-        return ArchResolution(
-            None,
-            "none",
-            f"No GPU found and no --arch or MLC_ARCH given; pass --arch with one of: {listed}.",
-        )
 
+def _detected(gpus: Sequence[Gpu], valid: Sequence[str], listed: str) -> ArchResolution:
+    """The architecture of the host's GPUs: one vendor's, the oldest generation."""
     chosen: list[tuple[Gpu, ArchChoice]] = []
     unknown: list[Gpu] = []
     for gpu in gpus:
@@ -366,21 +380,23 @@ def host_arch(
     vendor_note = ""
     if nvidia and amd:
         vendor_note = "; AMD GPUs ignored on a host with NVIDIA GPUs"
-    pool = nvidia or amd
+    pick, reason = _oldest(nvidia or amd)
+    reason += vendor_note + unknown_note
+    if match_arch(pick.arch, valid) is None:
+        reason += f"; the catalog has no {pick.arch} images (it has: {listed})"
+    return ArchResolution(pick.arch, "detected", reason)
 
+
+def _oldest(pool: Sequence[tuple[Gpu, ArchChoice]]) -> tuple[ArchChoice, str]:
+    """The oldest generation in ``pool`` (its images run on all of them), and why."""
     gpu, pick = min(pool, key=lambda item: _GENERATION[item[1].arch])
     distinct = sorted({c.arch for _, c in pool}, key=lambda a: _GENERATION[a])
     if len(distinct) == 1:
         count = len(pool)
         prefix = f"{count} GPUs, all: " if count > 1 else ""
-        reason = f"{prefix}{pick.reason}"
-    else:
-        per_gpu = ", ".join(f"{_gpu_label(g)}: {c.arch}" for g, c in pool)
-        reason = (
-            f"GPUs of different generations ({per_gpu}); using {pick.arch}, the oldest, "
-            f"whose images run on all of them ({_gpu_label(gpu)}: {pick.reason})"
-        )
-    reason += vendor_note + unknown_note
-    if match_arch(pick.arch, valid) is None:
-        reason += f"; the catalog has no {pick.arch} images (it has: {listed})"
-    return ArchResolution(pick.arch, "detected", reason)
+        return pick, f"{prefix}{pick.reason}"
+    per_gpu = ", ".join(f"{_gpu_label(g)}: {c.arch}" for g, c in pool)
+    return pick, (
+        f"GPUs of different generations ({per_gpu}); using {pick.arch}, the oldest, "
+        f"whose images run on all of them ({_gpu_label(gpu)}: {pick.reason})"
+    )

@@ -20,7 +20,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -218,6 +218,25 @@ def _entries(values: Sequence[str]) -> list[str]:
     return [entry for value in values for entry in split_package_list(value)]
 
 
+#: ``project-init`` flags that mean what the ``image create`` flags of the same name mean.
+_IMAGE_FLAGS = ("framework", "version", "arch", "jupyter", "datascience", "pip", "apt")
+
+
+def _image_request(req: ProjectInitRequest, use_case: UseCase) -> ImageCreateRequest:
+    """The ``image create NAME --no-build`` that writes the project's Dockerfile."""
+    passed = {flag: getattr(req, flag) for flag in _IMAGE_FLAGS}
+    return ImageCreateRequest(name=req.name, use_case=use_case.value, build=False, **passed)
+
+
+@dataclass
+class _Tally:
+    """What ``project-init`` made (paths relative to the project), kept, and has to say."""
+
+    created: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
 class ProjectService:
     """Project use cases for one acting user."""
 
@@ -270,55 +289,30 @@ class ProjectService:
         image = project_image_name(req.name, actor.name)
         with audited(self.ctx, actor, "project.init", str(project)) as audit:
             say.phase(2, 3, "Files and Dockerfile", "image")
-            created: list[str] = []
-            kept: list[str] = []
-            notes: list[str] = []
+            tally = _Tally()
             dockerfile = project / "Dockerfile"
             framework, tiers = "", plan.tier_labels()
             if dockerfile.exists():
-                kept.append("Dockerfile")
-                notes.append(
+                tally.kept.append("Dockerfile")
+                tally.notes.append(
                     "Kept the existing Dockerfile; to replace it: "
                     f"ds01 image create {req.name} --force --no-build ..."
                 )
             else:
-                result = images.create(
-                    actor,
-                    ImageCreateRequest(
-                        name=req.name,
-                        framework=req.framework,
-                        version=req.version,
-                        arch=req.arch,
-                        use_case=use_case.value,
-                        jupyter=req.jupyter,
-                        datascience=req.datascience,
-                        pip=req.pip,
-                        apt=req.apt,
-                        build=False,
-                    ),
-                )
+                result = images.create(actor, _image_request(req, use_case))
                 framework, tiers = result.framework, result.tiers
-                notes.extend(result.notes)
-                created.append("Dockerfile")
+                tally.notes.extend(result.notes)
+                tally.created.append("Dockerfile")
                 say.note(f"Dockerfile for {image} (base {result.base})")
-            created += self._layout(actor, project)
-            files = {
-                "requirements.txt": requirements_text(
-                    req.name, framework or "see Dockerfile", plan
-                ),
-                "README.md": readme_text(req.name, actor.name, req.description, image),
-                ".gitignore": gitignore_text(),
-            }
-            for relative, text in files.items():
-                if self._write_new(actor, project / relative, text):
-                    created.append(relative)
-                else:
-                    kept.append(relative)
+            tally.created += self._layout(actor, project)
+            self._write_files(
+                actor, project, req, framework=framework, plan=plan, image=image, tally=tally
+            )
             say.note("layout: " + ", ".join(LAYOUT))
             say.phase(3, 3, "Git repository", "git")
-            git = self._git(actor, project, req.git, notes)
+            git = self._git(actor, project, req.git, tally.notes)
             say.note(f"git: {git}")
-            audit.add(created=created, kept=kept, git=git, use_case=use_case.value)
+            audit.add(created=tally.created, kept=tally.kept, git=git, use_case=use_case.value)
         return ProjectInitResult(
             name=req.name,
             path=str(project),
@@ -326,11 +320,34 @@ class ProjectService:
             dockerfile=str(dockerfile),
             framework=framework,
             tiers=tuple(tiers),
-            created=tuple(created),
-            kept=tuple(kept),
+            created=tuple(tally.created),
+            kept=tuple(tally.kept),
             git=git,
-            notes=tuple(notes),
+            notes=tuple(tally.notes),
         )
+
+    def _write_files(
+        self,
+        actor: Actor,
+        project: Path,
+        req: ProjectInitRequest,
+        *,
+        framework: str,
+        plan: PackagePlan,
+        image: str,
+        tally: _Tally,
+    ) -> None:
+        """``requirements.txt``, the README and ``.gitignore``, each only where missing."""
+        files = {
+            "requirements.txt": requirements_text(req.name, framework or "see Dockerfile", plan),
+            "README.md": readme_text(req.name, actor.name, req.description, image),
+            ".gitignore": gitignore_text(),
+        }
+        for relative, text in files.items():
+            if self._write_new(actor, project / relative, text):
+                tally.created.append(relative)
+            else:
+                tally.kept.append(relative)
 
     def _layout(self, actor: Actor, project: Path) -> list[str]:
         top = Path(os.path.realpath(project))  # checked as the user's by project_dir

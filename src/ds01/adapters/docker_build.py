@@ -37,7 +37,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ds01.adapters.user_fs import open_real_dir as walk_real_directory
 from ds01.domain.containers import ContainerInfo
-from ds01.errors import BuildError, EngineError, NotFoundError, UsageError
+from ds01.errors import BuildError, EngineError, ErrorCode, NotFoundError, UsageError
 
 if TYPE_CHECKING:
     from ds01.adapters.docker_engine import DockerEngine
@@ -254,7 +254,7 @@ def run_build(
         raise EngineError(
             f"The connection to the Docker engine broke during the build of {tag}: {exc}",
             hint="Check the engine ('systemctl status docker') and build again.",
-            code="engine_down",
+            code=ErrorCode.ENGINE_DOWN,
         ) from exc
     finally:
         close = getattr(events, "close", None)
@@ -280,7 +280,7 @@ def _timeout(tag: str, timeout: float, stream: BuildStream) -> BuildError:
         f"The build of {tag} took longer than {timeout:g} s and was stopped"
         + (f" at step {step.number}/{step.total} ({_shown(step.instruction)})." if step else "."),
         hint="Ask an administrator to raise 'build.timeout', or install fewer packages.",
-        code="build_timeout",
+        code=ErrorCode.BUILD_TIMEOUT,
         details={
             "step": step.number if step else None,
             "total": step.total if step else None,
@@ -515,7 +515,7 @@ def _unreadable(path: Path, why: str) -> UsageError:
     return UsageError(
         f"Cannot put {path} into the build context: {why}.",
         hint="List files the build does not need in a .dockerignore next to your Dockerfile.",
-        code="context_unreadable",
+        code=ErrorCode.CONTEXT_UNREADABLE,
     )
 
 

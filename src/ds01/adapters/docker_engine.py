@@ -25,7 +25,7 @@ from ds01.domain.containers import ContainerInfo, ContainerSpec, ContainerState
 # The value types live in the domain (no SDK needed to use them); re-exported here so
 # that ``from ds01.adapters.docker_engine import ImageInfo`` keeps working.
 from ds01.domain.engine_types import ContainerDetails, ContainerFile, ExecResult, ImageInfo
-from ds01.errors import EngineError, NotFoundError, UsageError
+from ds01.errors import EngineError, ErrorCode, NotFoundError, UsageError
 
 if TYPE_CHECKING:
     import docker
@@ -113,7 +113,9 @@ class DockerEngine:
                     self._client = docker.from_env(timeout=self._timeout)
             except docker.errors.DockerException as exc:
                 raise EngineError(
-                    f"Cannot reach the Docker engine: {exc}", hint=ENGINE_HINT, code="engine_down"
+                    f"Cannot reach the Docker engine: {exc}",
+                    hint=ENGINE_HINT,
+                    code=ErrorCode.ENGINE_DOWN,
                 ) from exc
         return self._client
 
@@ -139,11 +141,13 @@ class DockerEngine:
                 raise UsageError(f"{what}: Docker rejected the request: {_explain(exc)}") from exc
             if status == 409:
                 # A name taken between our check and the call (a concurrent create).
-                raise UsageError(f"{what}: {_explain(exc)}", code="conflict") from exc
+                raise UsageError(f"{what}: {_explain(exc)}", code=ErrorCode.CONFLICT) from exc
             # The engine answered: its explanation is the message; no "is it running" hint.
             raise EngineError(f"{what}: {_explain(exc)}") from exc
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise EngineError(f"{what}: {exc}", hint=ENGINE_HINT, code="engine_down") from exc
+            raise EngineError(
+                f"{what}: {exc}", hint=ENGINE_HINT, code=ErrorCode.ENGINE_DOWN
+            ) from exc
 
     # -- engine facts -----------------------------------------------------------------
 
@@ -420,7 +424,7 @@ class DockerEngine:
                     raise EngineError(
                         f"Pulling {ref} failed: {event['error']}",
                         hint="Check the image name and that this host can reach the registry.",
-                        code="pull_failed",
+                        code=ErrorCode.PULL_FAILED,
                     )
                 if on_progress is not None:
                     on_progress(event)

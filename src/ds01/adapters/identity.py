@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from ds01.domain.actor import Actor
-from ds01.errors import RefusedError, UsageError
+from ds01.errors import ErrorCode, RefusedError, UsageError
 
 __all__ = ["actor_for_user", "require_non_root", "resolve_actor", "user_groups"]
 
@@ -46,7 +46,7 @@ def actor_for_user(user: str, *, admin_group: str | None = None, with_groups: bo
         raise UsageError(
             f"There is no user {user!r} on this system.",
             hint="Check the name with 'getent passwd NAME'.",
-            code="unknown_user",
+            code=ErrorCode.UNKNOWN_USER,
         ) from exc
     groups = user_groups(pw.pw_name, pw.pw_gid) if with_groups else ()
     return Actor(
@@ -92,11 +92,13 @@ def resolve_actor(
             raise RefusedError(
                 f"Only administrators may act for another user (--as {act_as}).",
                 hint=f"Ask a DS01 admin, or drop --as to act as {caller.name}.",
-                code="not_admin",
+                code=ErrorCode.NOT_ADMIN,
             )
         target = actor_for_user(act_as, admin_group=admin_group)
         if target.uid == 0:
-            raise RefusedError("DS01 does not manage containers for root.", code="root_refused")
+            raise RefusedError(
+                "DS01 does not manage containers for root.", code=ErrorCode.ROOT_REFUSED
+            )
         # An admin acting for a user acts with that user's rights: checks stay meaningful.
         return target
     return caller
@@ -108,6 +110,6 @@ def require_non_root(actor: Actor) -> Actor:
         raise RefusedError(
             "DS01 does not create or manage containers as root.",
             hint="Run it as your own user, or as an admin with '--as USER' to act for someone.",
-            code="root_refused",
+            code=ErrorCode.ROOT_REFUSED,
         )
     return actor

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import ds01
 from ds01.domain.keepalive import MACHINES
-from ds01.errors import UsageError
+from ds01.errors import ErrorCode, UsageError
 
 __all__ = ["keepalive_path", "vetted"]
 
@@ -65,6 +65,6 @@ def vetted(shipped: Path) -> Path:
             f"DS01's keep-alive program {path} cannot be trusted: {current} {problem}.",
             hint="Reinstall DS01 as root (scripts/install) so that its files belong to root "
             "and only root can change them.",
-            code="keepalive_untrusted",
+            code=ErrorCode.KEEPALIVE_UNTRUSTED,
         )
     return path

@@ -44,7 +44,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ds01.adapters.lock_holders import Holder, end_holder, holders_of
-from ds01.errors import ConfigError, NoCapacityError
+from ds01.errors import ConfigError, ErrorCode, NoCapacityError
 
 __all__ = [
     "ALLOCATION_LOCK",
@@ -267,7 +267,7 @@ def _unsafe(path: Path, why: str) -> ConfigError:
         "replace or redirect. Nothing was changed.",
         hint="Root's next command (the enforcement timer, every minute) lays it out "
         "again; " + _HINT,
-        code="unsafe_lock",
+        code=ErrorCode.UNSAFE_LOCK,
     )
 
 
@@ -406,6 +406,6 @@ def _busy(fd: int, what: str, timeout: float) -> NoCapacityError:
         f"The host is busy: the {what} lock was not free within {timeout:g} s.{held_by}",
         hint="Try again in a moment; nothing was created. A process that keeps holding it "
         "is ended by root's enforcement pass once it has held it past its lease.",
-        code="lock_timeout",
+        code=ErrorCode.LOCK_TIMEOUT,
         details={"holders": [h.to_dict() for h in holders]},
     )

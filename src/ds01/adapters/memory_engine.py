@@ -39,7 +39,7 @@ from ds01.adapters.memory_images import ImageRecord, ImageStore, epoch, matches_
 from ds01.adapters.memory_status import list_status, stats_sample, top_rows
 from ds01.domain.containers import ContainerInfo, ContainerSpec, ContainerState
 from ds01.domain.engine_types import ContainerDetails, ContainerFile, ExecResult, ImageInfo
-from ds01.errors import DS01Error, NotFoundError, UsageError
+from ds01.errors import DS01Error, ErrorCode, NotFoundError, UsageError
 from ds01.ports import Clock
 
 __all__ = ["ExecCall", "MemoryEngine"]
@@ -237,7 +237,7 @@ class MemoryEngine:
             raise UsageError(f"{what}: Docker rejected the request: Invalid container name")
         if self._find(spec.tag) is not None:
             raise UsageError(
-                f"{what}: Conflict. The container name is already in use.", code="conflict"
+                f"{what}: Conflict. The container name is already in use.", code=ErrorCode.CONFLICT
             )
         image = self.images.find(spec.image)
         if image is None:
@@ -284,7 +284,7 @@ class MemoryEngine:
             raise UsageError(
                 f"remove container {name!r}: You cannot remove a running container {box.id}. "
                 "Stop the container before attempting removal or force remove",
-                code="conflict",
+                code=ErrorCode.CONFLICT,
             )
         del self._containers[box.id]
         self._stats.pop(box.id, None)
@@ -437,7 +437,9 @@ class MemoryEngine:
     def _running(self, name: str, what: str) -> _Container:
         box = self._get(name, what)
         if box.state is not ContainerState.RUNNING:
-            raise UsageError(f"{what} {name!r}: Container {box.id} is not running", code="conflict")
+            raise UsageError(
+                f"{what} {name!r}: Container {box.id} is not running", code=ErrorCode.CONFLICT
+            )
         return box
 
     def _info(self, box: _Container, now: datetime) -> ContainerInfo:

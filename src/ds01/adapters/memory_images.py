@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ds01.domain.engine_types import ContainerFile, ImageInfo
-from ds01.errors import NotFoundError, UsageError
+from ds01.errors import ErrorCode, NotFoundError, UsageError
 
 __all__ = ["ImageRecord", "ImageStore", "full_ref", "matches_labels"]
 
@@ -215,7 +215,7 @@ def _first(ids: Collection[str]) -> str:
 
 
 def _conflict(what: str) -> UsageError:
-    return UsageError(f"remove image: conflict: {what}", code="conflict")
+    return UsageError(f"remove image: conflict: {what}", code=ErrorCode.CONFLICT)
 
 
 def epoch() -> datetime:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ds01.adapters.state_layout import USERS, open_user_dir
-from ds01.errors import ConfigError
+from ds01.errors import ConfigError, ErrorCode
 
 __all__ = [
     "MAX_BYTES",
@@ -75,7 +75,7 @@ def write_request(
         raise ConfigError(
             "Only the owner (or root) can queue a request in their name.",
             hint="Run the command as that user, or with sudo.",
-            code="not_owner",
+            code=ErrorCode.NOT_OWNER,
         )
     data = json.dumps(record, sort_keys=True).encode()
     dir_fd = open_user_dir(state_dir, uid, gid, SUB, mode=0o755)

@@ -24,7 +24,7 @@ from typing import Any
 from ds01.adapters.state_db import StateDB, register_schema
 from ds01.domain.allocation import GpuRequest
 from ds01.domain.queue import QueueEntry, QueueState
-from ds01.errors import DS01Error, NotFoundError
+from ds01.errors import DS01Error, ErrorCode, NotFoundError
 
 __all__ = ["QueueRow", "QueueStore"]
 
@@ -178,14 +178,14 @@ class QueueStore:
             raise NotFoundError(
                 f"There is no queue entry {entry_id}.",
                 hint="See 'ds01 gpu queue'.",
-                code="unknown_queue_entry",
+                code=ErrorCode.UNKNOWN_QUEUE_ENTRY,
             )
         try:
             return _row(row)
         except (ValueError, TypeError, KeyError, AttributeError, DS01Error) as exc:
             raise NotFoundError(
                 f"Queue entry {entry_id} is not a request DS01 wrote.",
-                code="unknown_queue_entry",
+                code=ErrorCode.UNKNOWN_QUEUE_ENTRY,
             ) from exc
 
     def set_state(

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from ds01.adapters.identity import user_groups
 from ds01.adapters.locks import lay_out_locks
-from ds01.errors import ConfigError
+from ds01.errors import ConfigError, ErrorCode
 
 __all__ = [
     "DB_NAME",
@@ -186,7 +186,7 @@ def _owned_dir(parent_fd: int, name: str, *, uid: int, gid: int, mode: int, wher
                 hint="Root's next 'ds01 enforce' (the timer, every minute) moves it aside; "
                 + _INSTALL_HINT
                 + " does too.",
-                code="state_dir_squatted",
+                code=ErrorCode.STATE_DIR_SQUATTED,
             )
     except BaseException:
         os.close(fd)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ds01.domain.actor import Actor
-from ds01.errors import DS01Error, UsageError
+from ds01.errors import DS01Error, ErrorCode, UsageError
 
 __all__ = [
     "CreatedDirs",
@@ -108,12 +108,13 @@ def user_given_path(actor: Actor, raw: str, *, what: str, cwd: Path) -> Path:
     """A user-typed path made absolute: ``~`` is their home, relative is from ``cwd``.
     Nothing is resolved or looked at here."""
     if any(c in raw for c in "\x00\n\r"):
-        raise UsageError(f"The {what} path contains control characters.", code="bad_path")
+        raise UsageError(f"The {what} path contains control characters.", code=ErrorCode.BAD_PATH)
     if raw.startswith("~"):
         if raw != "~" and not raw.startswith("~/"):
             # "~bob" would be another user's home: never expand it on their behalf.
             raise UsageError(
-                f"The {what} path {raw!r} names another user's home.", code="path_not_allowed"
+                f"The {what} path {raw!r} names another user's home.",
+                code=ErrorCode.PATH_NOT_ALLOWED,
             )
         given = Path(actor.home + raw[1:])
     else:
@@ -140,23 +141,27 @@ def resolve_user_path(
             f"The {what} {real} is outside the places you may use ({shown}).",
             hint="Use a path under your home, or ask an admin to add a root to "
             "'container.allowed_mount_roots'.",
-            code="path_not_allowed",
+            code=ErrorCode.PATH_NOT_ALLOWED,
         )
     try:
         st = real.stat()
     except FileNotFoundError as exc:
-        raise UsageError(f"The {what} {absolute} does not exist.", code="no_such_path") from exc
+        raise UsageError(
+            f"The {what} {absolute} does not exist.", code=ErrorCode.NO_SUCH_PATH
+        ) from exc
     except OSError as exc:
         raise UsageError(
-            f"Cannot look at the {what} {absolute}: {exc.strerror}.", code="bad_path"
+            f"Cannot look at the {what} {absolute}: {exc.strerror}.", code=ErrorCode.BAD_PATH
         ) from exc
     if directory and not stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"The {what} {absolute} is not a directory.", code="bad_path")
+        raise UsageError(f"The {what} {absolute} is not a directory.", code=ErrorCode.BAD_PATH)
     if not directory and not stat.S_ISREG(st.st_mode):
-        raise UsageError(f"The {what} {absolute} is not a regular file.", code="bad_path")
+        raise UsageError(f"The {what} {absolute} is not a regular file.", code=ErrorCode.BAD_PATH)
     parent_ok = readable_by(actor, real.parent.stat(), enter=True)
     if not parent_ok or not readable_by(actor, st, enter=directory):
-        raise UsageError(f"You cannot read the {what} {real} on the host.", code="path_not_allowed")
+        raise UsageError(
+            f"You cannot read the {what} {real} on the host.", code=ErrorCode.PATH_NOT_ALLOWED
+        )
     return real
 
 
@@ -256,9 +261,9 @@ def _symlink_refusal(path: Path, exc: OSError) -> DS01Error:
             f"{path} is, or passes through, a symbolic link or a file; DS01 only follows "
             "real directories here.",
             hint="Replace the link by a real directory (or pass the real path).",
-            code="symlink_refused",
+            code=ErrorCode.SYMLINK_REFUSED,
         )
-    return UsageError(f"Cannot use {path}: {exc.strerror}.", code="bad_path")
+    return UsageError(f"Cannot use {path}: {exc.strerror}.", code=ErrorCode.BAD_PATH)
 
 
 @dataclass
@@ -283,7 +288,7 @@ def make_user_dirs(actor: Actor, top: Path, target: Path, *, mode: int = 0o755) 
     with ``O_NOFOLLOW``: an existing symlink on the way is refused, not followed.
     """
     if not is_within(target, top):
-        raise UsageError(f"{target} is not below {top}.", code="path_not_allowed")
+        raise UsageError(f"{target} is not below {top}.", code=ErrorCode.PATH_NOT_ALLOWED)
     made = CreatedDirs()
     try:
         with open_real_dir(top) as fd:
@@ -322,10 +327,12 @@ def read_user_file(actor: Actor, real: Path, *, what: str, max_bytes: int = 16 <
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode) or not readable_by(actor, st):
-            raise UsageError(f"You cannot read the {what} {real}.", code="path_not_allowed")
+            raise UsageError(f"You cannot read the {what} {real}.", code=ErrorCode.PATH_NOT_ALLOWED)
         data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise UsageError(f"The {what} {real} is larger than {max_bytes} bytes.", code="bad_path")
+        raise UsageError(
+            f"The {what} {real} is larger than {max_bytes} bytes.", code=ErrorCode.BAD_PATH
+        )
     return data
 
 

@@ -46,12 +46,12 @@ def require(value: str | None, name: str, *, choices: Callable[[], list[str]] | 
     if value:
         return value
     if not interactive():
-        from ds01.errors import UsageError
+        from ds01.errors import ErrorCode, UsageError
 
         raise UsageError(
             f"Missing argument {name}.",
             hint="Pass it on the command line (no terminal to ask on).",
-            code="missing_argument",
+            code=ErrorCode.MISSING_ARGUMENT,
         )
     from ds01.cli.prompts import pick
 

@@ -15,6 +15,7 @@ import typer
 
 from ds01.cli.common import JSON_OPTION, flush_warnings, make_context
 from ds01.cli.options import not_empty
+from ds01.errors import ErrorCode
 
 if TYPE_CHECKING:
     from ds01.domain.lifecycle import LimitKind
@@ -54,7 +55,7 @@ def enforce(
         raise RefusedError(
             "Only administrators may run lifecycle enforcement.",
             hint="It runs as root from ds01-enforce.timer.",
-            code="not_admin",
+            code=ErrorCode.NOT_ADMIN,
         )
     if not watch:
         report = EnforceService(app_ctx).run_pass(actor, dry_run=dry_run)
@@ -84,7 +85,7 @@ def enforce(
 
 def _say_error(message: str, *, json_out: bool) -> None:
     if json_out:
-        sys.stdout.write(json.dumps({"error": "pass_failed", "message": message}) + "\n")
+        sys.stdout.write(json.dumps({"error": ErrorCode.PASS_FAILED, "message": message}) + "\n")
         sys.stdout.flush()
     from ds01.cli.output import error_console
 

@@ -26,7 +26,7 @@ from ds01.cli.options import (
     WAIT_OPTION,
     text_option,
 )
-from ds01.errors import EXIT_NO_CAPACITY, UsageError
+from ds01.errors import EXIT_NO_CAPACITY, ErrorCode, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -229,7 +229,7 @@ def run(
             "'container run' opens a shell and needs a terminal.",
             hint=f"Start it with 'ds01 container start {name}', or run one command with "
             f"'ds01 container exec {name} -- CMD'.",
-            code="needs_terminal",
+            code=ErrorCode.NEEDS_TERMINAL,
         )
     code = ContainerService(app_ctx).open(app_ctx.actor, name, keep_running=keep_running)
     raise typer.Exit(code)
@@ -265,7 +265,7 @@ def retire(
             raise UsageError(
                 f"Retiring removes the container {name!r}; confirm with --yes.",
                 hint=f"ds01 container retire {name} --yes [--save-packages]",
-                code="confirmation_needed",
+                code=ErrorCode.CONFIRMATION_NEEDED,
             )
         from ds01.cli.prompts import confirm
 

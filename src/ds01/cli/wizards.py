@@ -28,7 +28,7 @@ from ds01.cli.options import (
     text_option,
 )
 from ds01.cli.orchestrate import GUIDED_OPTION, project_names, run_deploy
-from ds01.errors import UsageError
+from ds01.errors import ErrorCode, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -277,7 +277,7 @@ def _project_wizard(
     if terminal:
         _ask_missing(app_ctx, choices)
     if choices.name is None:  # unreachable: asked above, or refused without a terminal
-        raise UsageError("Missing argument NAME.", code="missing_argument")
+        raise UsageError("Missing argument NAME.", code=ErrorCode.MISSING_ARGUMENT)
     guide.values["name"] = choices.name
     jupyter = True if choices.jupyter is None else choices.jupyter
     datascience = jupyter if choices.datascience is None else choices.datascience

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ds01.errors import ConfigError
+from ds01.errors import ConfigError, ErrorCode
 
 __all__ = [
     "SYSTEM_MARKERS",
@@ -182,7 +182,7 @@ def untrusted_error(
         "configuration decides who is an administrator, what may be mounted and where "
         "shared state lives, so DS01 reads it only from files that only root can change.",
         hint=hint,
-        code="untrusted_config",
+        code=ErrorCode.UNTRUSTED_CONFIG,
         details={"file": str(path), "reason": reason, "setting": setting},
     )
 

@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ds01.config.yaml_guard import ALIAS_HINT, MAX_DEPTH, check_aliases
-from ds01.errors import ConfigError
+from ds01.errors import ConfigError, ErrorCode
 
 __all__ = [
     "KeyPath",
@@ -184,7 +184,7 @@ def _syntax_error(exc: yaml.MarkedYAMLError, filename: str) -> ConfigError:
     return ConfigError(
         problem.render(),
         hint="Fix the YAML syntax at that line (indentation, a missing ':' or quote).",
-        code="bad_config",
+        code=ErrorCode.BAD_CONFIG,
         details={"file": filename, "problems": [problem.to_dict()]},
     )
 

@@ -70,7 +70,7 @@ from ds01.domain.gpu_request import (
     user_equivalents,
 )
 from ds01.domain.labels import LIST_SEPARATOR
-from ds01.errors import DS01Error, NoCapacityError, RefusedError, UsageError
+from ds01.errors import DS01Error, ErrorCode, NoCapacityError, RefusedError, UsageError
 
 __all__ = [
     "STOPPED_STATES",
@@ -159,6 +159,15 @@ class RefusalReason(StrEnum):
     QUOTA = "gpu_quota_exceeded"
 
 
+#: The error code each refusal is reported with (today each reason's own value).
+_REFUSAL_CODES: dict[RefusalReason, ErrorCode] = {
+    RefusalReason.PER_CONTAINER_LIMIT: ErrorCode.PER_CONTAINER_LIMIT,
+    RefusalReason.PROFILE_NOT_ALLOWED: ErrorCode.MIG_PROFILE_NOT_ALLOWED,
+    RefusalReason.NO_GPU_ALLOWED: ErrorCode.NO_GPU_ALLOWED,
+    RefusalReason.QUOTA: ErrorCode.GPU_QUOTA_EXCEEDED,
+}
+
+
 @dataclass(frozen=True)
 class Refusal:
     """Policy forbids the request (exit 3).
@@ -193,7 +202,7 @@ class Refusal:
 
     def to_error(self) -> RefusedError:
         return RefusedError(
-            self.message, hint=self.hint, code=self.reason.value, details=self.details()
+            self.message, hint=self.hint, code=_REFUSAL_CODES[self.reason], details=self.details()
         )
 
 
@@ -221,9 +230,11 @@ class NoFit:
         details: dict[str, object] = {"asked": self.asked, "usable": self.usable, "free": self.free}
         if self.reason is NoFitReason.NEVER:
             return UsageError(
-                self.message, hint=self.hint, code="gpu_request_never_fits", details=details
+                self.message, hint=self.hint, code=ErrorCode.GPU_REQUEST_NEVER_FITS, details=details
             )
-        return NoCapacityError(self.message, hint=self.hint, code="no_free_gpu", details=details)
+        return NoCapacityError(
+            self.message, hint=self.hint, code=ErrorCode.NO_FREE_GPU, details=details
+        )
 
 
 Decision = Allocation | Refusal | NoFit

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ds01.domain.devices import Gpu
-from ds01.errors import UsageError
+from ds01.errors import ErrorCode, UsageError
 
 __all__ = [
     "ALL_ARCHS",
@@ -256,7 +256,7 @@ def arch_for_gpu(
             f"Cannot tell which image architecture the GPU {name!r} runs "
             f"(vendor {vendor}, compute capability {compute_capability}, gfx {gfx}).",
             hint=f"Pass --arch (or set MLC_ARCH) to one of: {', '.join(ALL_ARCHS)}.",
-            code="unknown_gpu_arch",
+            code=ErrorCode.UNKNOWN_GPU_ARCH,
         )
     return choice
 
@@ -282,7 +282,7 @@ def _override(value: str, source: ArchSource, shown: str, valid: Sequence[str]) 
             f"{shown} names architecture {value.strip()!r}, which the catalog does not "
             f"have. Architectures in the catalog: {listed}.",
             hint=f"Use one of: {listed}.",
-            code="unknown_arch",
+            code=ErrorCode.UNKNOWN_ARCH,
             details={"arch": value, "source": source, "valid": list(valid)},
         )
     return ArchResolution(arch, source, f"{shown} -> {arch}")
@@ -337,7 +337,7 @@ def _overridden(
             raise UsageError(
                 "--arch was given an empty value.",
                 hint=f"Use one of: {listed}.",
-                code="unknown_arch",
+                code=ErrorCode.UNKNOWN_ARCH,
             )
         resolution = _override(flag, "flag", f"--arch {flag.strip()}", valid)
         if env and env.strip():

@@ -48,7 +48,7 @@ from itertools import zip_longest
 from typing import Literal
 
 from ds01.domain.arch import CUDA_ARCHS, match_arch
-from ds01.errors import ConfigError, UsageError
+from ds01.errors import ConfigError, ErrorCode, UsageError
 
 __all__ = [
     "FALLBACK_IMAGES",
@@ -304,7 +304,7 @@ class Catalog:
                 f"The catalog ({self.source}) has no images for architecture {arch!r}. "
                 f"Architectures in it: {listed}.",
                 hint=f"Pass --arch (or set MLC_ARCH) to one of: {listed}.",
-                code="unknown_arch",
+                code=ErrorCode.UNKNOWN_ARCH,
                 details={"arch": arch, "valid": list(self.archs), "catalog": self.source},
             )
         return found
@@ -355,7 +355,7 @@ class Catalog:
         return UsageError(
             message,
             hint=f"See what exists with: ds01 catalog list{arch_flag}",
-            code="unknown_framework",
+            code=ErrorCode.UNKNOWN_FRAMEWORK,
             details={"framework": framework, "arch": arch, "closest": closest},
         )
 
@@ -384,7 +384,7 @@ class Catalog:
         return UsageError(
             message,
             hint=f"See what exists with: ds01 catalog list --framework {framework} --arch {arch}",
-            code="unknown_version",
+            code=ErrorCode.UNKNOWN_VERSION,
             details={
                 "framework": framework,
                 "version": version,
@@ -420,7 +420,7 @@ def _bad_line(source: str, number: int, raw: str, problem: str) -> ConfigError:
     return ConfigError(
         f"{source}, line {number}: {problem}.\n  {number} | {raw.rstrip()}",
         hint=_LINE_HINT,
-        code="bad_catalog",
+        code=ErrorCode.BAD_CATALOG,
         details={"file": source, "line": number, "text": raw.rstrip()},
     )
 

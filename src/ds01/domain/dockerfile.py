@@ -43,7 +43,7 @@ from ds01.domain.labels import LIST_SEPARATOR, ImageLabels, L
 from ds01.domain.naming import project_image_name, validate_name
 from ds01.domain.packages import AptSpec, CustomTier, PackagePlan, PipSpec, Tier, TierName
 from ds01.domain.user_setup import account_name
-from ds01.errors import UsageError
+from ds01.errors import ErrorCode, UsageError
 
 __all__ = [
     "CA_BUNDLE",
@@ -80,7 +80,7 @@ _IMAGE_REF = re.compile(
 
 # Accounts of Debian/Ubuntu base images that a user must never replace.
 def _refuse(message: str, hint: str) -> UsageError:
-    return UsageError(message, hint=hint, code="invalid_image_spec")
+    return UsageError(message, hint=hint, code=ErrorCode.INVALID_IMAGE_SPEC)
 
 
 @dataclass(frozen=True)

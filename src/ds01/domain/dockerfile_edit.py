@@ -37,7 +37,7 @@ from ds01.domain.dockerfile import (
 from ds01.domain.dockerfile_refs import read_dockerfile
 from ds01.domain.labels import LIST_SEPARATOR, L
 from ds01.domain.packages import CustomTier, parse_apt_specs, parse_pip_specs
-from ds01.errors import UsageError
+from ds01.errors import ErrorCode, UsageError
 
 __all__ = [
     "USER_BLOCK_BEGIN",
@@ -66,13 +66,15 @@ def _marker_span(lines: Sequence[str], begin: str, end: str, what: str) -> tuple
     ends = [i for i, line in enumerate(lines) if line.strip() == end]
     hint = _MARKER_HINT.format(begin=begin, end=end)
     if not starts and not ends:
-        raise UsageError(f"This Dockerfile has no {what} section.", hint=hint, code="no_markers")
+        raise UsageError(
+            f"This Dockerfile has no {what} section.", hint=hint, code=ErrorCode.NO_MARKERS
+        )
     if len(starts) != 1 or len(ends) != 1 or starts[0] > ends[0]:
         raise UsageError(
             f"The {what} markers are damaged: '{begin}' appears {len(starts)} time(s) and "
             f"'{end}' {len(ends)} time(s); each must appear once, in that order.",
             hint=hint,
-            code="bad_markers",
+            code=ErrorCode.BAD_MARKERS,
         )
     return starts[0], ends[0]
 
@@ -135,7 +137,7 @@ def _unreadable(number: int, text: str) -> UsageError:
         hint="Between the custom-tier markers keep only comments and the 'RUN apt-get "
         "update && apt-get install -y --no-install-recommends ...' and 'RUN python3 -m pip "
         "install --no-cache-dir ...' lines; move anything else above or below the markers.",
-        code="custom_tier_unreadable",
+        code=ErrorCode.CUSTOM_TIER_UNREADABLE,
     )
 
 
@@ -178,7 +180,7 @@ def _check_user_dockerfile(lines: Sequence[str]) -> None:
         raise UsageError(
             "The Dockerfile is empty.",
             hint="Give a Dockerfile with at least a FROM line.",
-            code="bad_dockerfile",
+            code=ErrorCode.BAD_DOCKERFILE,
         )
     for line in lines:
         directive = _DIRECTIVE.fullmatch(line.strip())
@@ -188,13 +190,13 @@ def _check_user_dockerfile(lines: Sequence[str]) -> None:
             raise UsageError(
                 "The Dockerfile changes the escape character; DS01 can't add its steps to it.",
                 hint="Remove the '# escape=' line (Linux images use the default '\\').",
-                code="bad_dockerfile",
+                code=ErrorCode.BAD_DOCKERFILE,
             )
     if not any(_FROM.match(line) for line in meaningful):
         raise UsageError(
             "The Dockerfile has no FROM line.",
             hint="Start it with 'FROM <image>'.",
-            code="bad_dockerfile",
+            code=ErrorCode.BAD_DOCKERFILE,
         )
 
 

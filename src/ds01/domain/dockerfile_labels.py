@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from ds01.domain.dockerfile_refs import LabelUse
 from ds01.domain.labels import AIME, L
 from ds01.domain.user_setup import account_name
-from ds01.errors import UsageError
+from ds01.errors import ErrorCode, UsageError
 
 __all__ = ["DESCRIPTIVE", "check_labels", "is_reserved", "ownership_labels"]
 
@@ -75,6 +75,6 @@ def check_labels(labels: Sequence[LabelUse], ownership: Mapping[str, str]) -> No
             hint="Remove that label: DS01 labels every image with its owner, project and "
             "user itself. Put your own labels under a namespace of yours (e.g. "
             "org.example.note=...).",
-            code="reserved_label",
+            code=ErrorCode.RESERVED_LABEL,
             details={"key": use.key, "value": use.value, "where": use.place},
         )

@@ -45,7 +45,7 @@ from ds01.domain.dockerfile_syntax import (
     parse_words,
     split_whitespace,
 )
-from ds01.errors import UsageError
+from ds01.errors import ErrorCode, UsageError
 
 __all__ = [
     "PLATFORM_ARGS",
@@ -136,7 +136,7 @@ class _Reader:
     def where(self, inst: Instruction) -> str:
         return self.describe.format(line=inst.line)
 
-    def refuse(self, inst: Instruction, what: str, hint: str, code: str) -> UsageError:
+    def refuse(self, inst: Instruction, what: str, hint: str, code: ErrorCode) -> UsageError:
         return UsageError(
             f"{self.where(inst)} ({inst.shown()}): {what}",
             hint=hint,
@@ -171,7 +171,7 @@ class _Reader:
                 "Write the image name out, or use a build argument declared before the first "
                 "FROM (ARG NAME=value) in the $NAME, ${NAME}, ${NAME:-default} or "
                 "${NAME:+alternative} form.",
-                "unresolvable_dockerfile",
+                ErrorCode.UNRESOLVABLE_DOCKERFILE,
             ) from exc
 
     def global_arg(self, inst: Instruction) -> None:
@@ -183,7 +183,7 @@ class _Reader:
                     inst,
                     f"{key!r} is not a build argument name.",
                     "Name build arguments with letters, digits and _.",
-                    "bad_dockerfile",
+                    ErrorCode.BAD_DOCKERFILE,
                 )
             value = self.expand(inst, raw_value, "the ARG default") if sep else None
             self.scope[key] = self.build_args.get(key, value)
@@ -209,7 +209,7 @@ class _Reader:
                 inst,
                 "FROM takes an image and, optionally, 'AS name'.",
                 "Write 'FROM image' or 'FROM image AS name'.",
-                "bad_dockerfile",
+                ErrorCode.BAD_DOCKERFILE,
             )
         ref = self.expand(inst, words[0], "the FROM image")
         name = go_lower(words[2]) if three else None
@@ -220,7 +220,7 @@ class _Reader:
                 inst,
                 f"{words[2]!r} is not a valid new stage name.",
                 "Stage names start with a letter, hold a-z, 0-9, '-', '_', '.', and are unique.",
-                "bad_dockerfile",
+                ErrorCode.BAD_DOCKERFILE,
             )
         earlier = self.stage_of(ref)
         if earlier is not None:
@@ -234,7 +234,7 @@ class _Reader:
                 f"FROM {shown} names no image and no earlier stage.",
                 "Give an image reference (lower case, e.g. 'debian:bookworm') or the name "
                 "of an earlier stage.",
-                "unresolvable_dockerfile",
+                ErrorCode.UNRESOLVABLE_DOCKERFILE,
             )
         else:
             image = ref
@@ -248,14 +248,16 @@ class _Reader:
         """``--from=value`` (or a mount's ``from=``): an earlier stage, else an image.
         ``later``: it runs in a build not known now (ONBUILD), so no stage name counts."""
         if value is None:
-            raise self.refuse(inst, f"{how} needs a value.", f"Write {how}=NAME.", "bad_dockerfile")
+            raise self.refuse(
+                inst, f"{how} needs a value.", f"Write {how}=NAME.", ErrorCode.BAD_DOCKERFILE
+            )
         if "$" in value:
             raise self.refuse(
                 inst,
                 f"{how}={value} depends on a variable, which builders expand differently "
                 "(the classic builder not at all).",
                 f"Name the stage or image literally, or use 'FROM ${{VAR}} AS src' and {how}=src.",
-                "unresolvable_dockerfile",
+                ErrorCode.UNRESOLVABLE_DOCKERFILE,
             )
         if not value:
             return
@@ -276,13 +278,19 @@ class _Reader:
         for value in inst.flag_values("mount"):
             if value is None:
                 raise self.refuse(
-                    inst, "--mount needs a value.", "Write --mount=type=...", "bad_dockerfile"
+                    inst,
+                    "--mount needs a value.",
+                    "Write --mount=type=...",
+                    ErrorCode.BAD_DOCKERFILE,
                 )
             try:
                 fields = next(csv.reader([value]), [])
             except csv.Error as exc:
                 raise self.refuse(
-                    inst, f"DS01 cannot read --mount={value}: {exc}.", "Check it.", "bad_dockerfile"
+                    inst,
+                    f"DS01 cannot read --mount={value}: {exc}.",
+                    "Check it.",
+                    ErrorCode.BAD_DOCKERFILE,
                 ) from exc
             for item in fields:
                 key, _, mounted = item.partition("=")
@@ -306,7 +314,7 @@ class _Reader:
                         inst,
                         f"{word!r} is not key=value.",
                         "Write LABEL key=value ...",
-                        "bad_dockerfile",
+                        ErrorCode.BAD_DOCKERFILE,
                     )
                 pairs.append((key, value))
         for raw_key, raw_value in pairs:
@@ -316,7 +324,7 @@ class _Reader:
                     f"the label key {raw_key!r} depends on a variable, so DS01 cannot tell "
                     "which label it sets.",
                     "Write label keys literally.",
-                    "reserved_label",
+                    ErrorCode.RESERVED_LABEL,
                 )
             try:
                 key = expand_word(raw_key, _no_variables)
@@ -326,7 +334,7 @@ class _Reader:
                     inst,
                     f"DS01 cannot read this label: {exc}.",
                     "Check its quotes.",
-                    "bad_dockerfile",
+                    ErrorCode.BAD_DOCKERFILE,
                 ) from exc
             place = f"{self.where(inst)} ({'ONBUILD ' if onbuild else ''}LABEL)"
             self.labels.append(LabelUse(key, stored, place, onbuild))
@@ -338,7 +346,7 @@ class _Reader:
                 "heredocs (<<EOF) need BuildKit; DS01 builds with Docker's classic builder, "
                 "which would read the lines after it as instructions.",
                 "Join the commands with && and \\ continuations in one RUN, or COPY a script.",
-                "bad_dockerfile",
+                ErrorCode.BAD_DOCKERFILE,
             )
 
     def step(self, inst: Instruction, *, later: bool = False) -> None:
@@ -354,7 +362,7 @@ class _Reader:
                     inst,
                     f"ONBUILD {inner.keyword.upper()} is not allowed.",
                     "Remove it.",
-                    "bad_dockerfile",
+                    ErrorCode.BAD_DOCKERFILE,
                 )
             self.step(inner, later=True)
 
@@ -382,7 +390,7 @@ def read_dockerfile(text: str, build_args: Mapping[str, str] | None = None) -> D
         raise UsageError(
             "The Dockerfile has no FROM line.",
             hint="Start it with 'FROM <image>'.",
-            code="bad_dockerfile",
+            code=ErrorCode.BAD_DOCKERFILE,
         )
     return DockerfileReading(
         images=tuple(reader.images),

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ds01.errors import UsageError
+from ds01.errors import ErrorCode, UsageError
 
 __all__ = [
     "ESCAPE",
@@ -60,7 +60,9 @@ class WordError(ValueError):
     """A word the builder would reject, or whose meaning DS01 will not guess."""
 
 
-def refuse(line: int, what: str, hint: str, *, code: str = "bad_dockerfile") -> UsageError:
+def refuse(
+    line: int, what: str, hint: str, *, code: ErrorCode = ErrorCode.BAD_DOCKERFILE
+) -> UsageError:
     """The exit-2 error for something in a Dockerfile, naming its line."""
     return UsageError(f"Line {line} of the Dockerfile: {what}", hint=hint, code=code)
 

@@ -16,7 +16,7 @@ from enum import StrEnum
 from fractions import Fraction
 
 from ds01.domain.labels import ContainerLabels
-from ds01.errors import ConfigError, UsageError
+from ds01.errors import ConfigError, ErrorCode, UsageError
 
 __all__ = [
     "STOPPED_STATES",
@@ -110,7 +110,7 @@ class GpuRequest:
                 raise UsageError(
                     f"--gpus takes a whole number of GPUs, 1 or more, not {count!r}.",
                     hint="Use --gpus 1 or more, or --cpu-only for a container without GPUs.",
-                    code="invalid_gpu_request",
+                    code=ErrorCode.INVALID_GPU_REQUEST,
                 )
             object.__setattr__(self, "profile", None)
         elif self.kind is RequestKind.PROFILE:
@@ -118,7 +118,7 @@ class GpuRequest:
                 raise UsageError(
                     f"{self.profile!r} is not a MIG profile.",
                     hint="Name one as `nvidia-smi mig -lgip` lists it, e.g. 1g.10gb or 3g.40gb.",
-                    code="invalid_gpu_request",
+                    code=ErrorCode.INVALID_GPU_REQUEST,
                 )
             object.__setattr__(self, "profile", normalize_profile(self.profile))
             object.__setattr__(self, "count", 1)
@@ -172,7 +172,9 @@ class GpuRequest:
             return cls.mig(value)
         if kind == "cpu-only" and not value:
             return cls.cpu_only()
-        raise UsageError(f"{text!r} is not a stored GPU request.", code="invalid_gpu_request")
+        raise UsageError(
+            f"{text!r} is not a stored GPU request.", code=ErrorCode.INVALID_GPU_REQUEST
+        )
 
 
 # --------------------------------------------------------------------------- policy

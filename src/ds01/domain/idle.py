@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Any, ClassVar, NamedTuple
 
-from ds01.errors import ConfigError, DS01Error, UsageError
+from ds01.errors import ConfigError, DS01Error, ErrorCode, UsageError
 
 __all__ = [
     "DEFAULT_MAX_SPAN",
@@ -314,7 +314,7 @@ class LifecycleState:
                 f"Stored lifecycle state is unreadable: {exc}.",
                 hint="Delete this container's row from the lifecycle table; enforcement "
                 "starts its idle streak afresh (it never stops early because of this).",
-                code="bad_lifecycle_state",
+                code=ErrorCode.BAD_LIFECYCLE_STATE,
             ) from exc
 
 

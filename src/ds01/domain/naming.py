@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from ds01.errors import UsageError
+from ds01.errors import ErrorCode, UsageError
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -38,23 +38,23 @@ def validate_name(name: str, *, what: str = "container name") -> str:
         raise UsageError(
             f"The {what} {name!r} contains characters Docker does not allow: {shown}.",
             hint="Use letters, digits, '_', '.' and '-' only.",
-            code="invalid_name",
+            code=ErrorCode.INVALID_NAME,
         )
     if not _ALLOWED_FIRST.fullmatch(name[0]):
         raise UsageError(
             f"The {what} {name!r} must start with a letter or a digit, not {name[0]!r}.",
-            code="invalid_name",
+            code=ErrorCode.INVALID_NAME,
         )
     if TAG_SEPARATOR in name:
         raise UsageError(
             f"The {what} {name!r} must not contain {TAG_SEPARATOR!r}: DS01 and AIME use it "
             "to separate the name from the user id.",
-            code="invalid_name",
+            code=ErrorCode.INVALID_NAME,
         )
     if len(name) > MAX_NAME_LENGTH:
         raise UsageError(
             f"The {what} is {len(name)} characters long; at most {MAX_NAME_LENGTH} are allowed.",
-            code="invalid_name",
+            code=ErrorCode.INVALID_NAME,
         )
     return name
 

@@ -20,7 +20,7 @@ from typing import NoReturn
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from ds01.errors import UsageError
+from ds01.errors import ErrorCode, UsageError
 
 __all__ = [
     "APT_HINT",
@@ -217,7 +217,7 @@ def refuse_entries(what: str, problems: Sequence[tuple[str, str]], hint: str) ->
     raise UsageError(
         f"{what}; nothing was written or built:\n{listed}{more}",
         hint=hint,
-        code="invalid_package",
+        code=ErrorCode.INVALID_PACKAGE,
         details={"invalid": shown, "invalid_total": len(problems)},
     )
 

@@ -55,7 +55,7 @@ from ds01.domain.package_specs import (
     refuse_entries,
     split_package_list,
 )
-from ds01.errors import UsageError
+from ds01.errors import ErrorCode, UsageError
 
 __all__ = [
     "DATA_SCIENCE_PACKAGES",
@@ -149,7 +149,7 @@ def parse_use_case(value: str) -> UseCase:
     except ValueError:
         choices = ", ".join(u.value for u in UseCase)
         raise UsageError(
-            f"Unknown --type {value!r}.", hint=f"Choose one of: {choices}.", code="bad_type"
+            f"Unknown --type {value!r}.", hint=f"Choose one of: {choices}.", code=ErrorCode.BAD_TYPE
         ) from None
 
 
@@ -230,7 +230,7 @@ class CustomTier:
                 + (f" and {left} more" if left > 0 else ""),
                 hint="--remove takes packages added with --pip/--apt/--add-pip/--add-apt. "
                 "To drop a base or use-case package, create the image again without it.",
-                code="not_in_custom_tier",
+                code=ErrorCode.NOT_IN_CUSTOM_TIER,
             )
         return CustomTier(
             pip=tuple(s for s in self.pip if s.name not in pip_drop),
@@ -397,7 +397,7 @@ def plan_packages(
             f"--requirements replaces the use-case tier, so --type {use_case.value} can't be "
             "used with it.",
             hint="Give either --requirements FILE or --type, not both.",
-            code="conflicting_flags",
+            code=ErrorCode.CONFLICTING_FLAGS,
         )
     pip_problems: list[tuple[str, str]] = []
     apt_problems: list[tuple[str, str]] = []

@@ -47,7 +47,7 @@ from ds01.domain.limit_keys import (
 )
 from ds01.domain.resolved_limits import AggregateLimits, IdlePolicy, ResolvedLimits, display_value
 from ds01.domain.units import format_size
-from ds01.errors import ConfigError
+from ds01.errors import ConfigError, ErrorCode
 
 __all__ = [
     "BUILTIN_DEFAULTS",
@@ -194,7 +194,7 @@ def find_group(policy: Policy, user: str, unix_groups: Collection[str] = ()) -> 
                     "Add membership_precedence: [group, ...] to the policy file (first listed "
                     f"wins), or give the user an entry users.{user}.group."
                 ),
-                code="ambiguous_membership",
+                code=ErrorCode.AMBIGUOUS_MEMBERSHIP,
             )
         if via == "unix_group":
             return Membership(chosen, f"unix_group {policy.groups[chosen].unix_group}")

@@ -14,7 +14,7 @@ from ds01.domain.gpu_request import GpuQuota
 from ds01.domain.limit_keys import KEY_KINDS, LIMIT_KEYS, LimitValue
 from ds01.domain.slices import cgroup_parent, slice_chain
 from ds01.domain.units import format_cpus, format_duration, format_size
-from ds01.errors import RefusedError
+from ds01.errors import ErrorCode, RefusedError
 
 __all__ = [
     "AggregateLimits",
@@ -241,6 +241,6 @@ def check_container_count(
         f"(group {resolved.group}): {names}.",
         hint="Remove one you no longer need: 'ds01 container remove NAME' "
         "(stopped ones count too).",
-        code="container_limit",
+        code=ErrorCode.CONTAINER_LIMIT,
         details={"held": len(existing), "allowed": cap, "containers": [c.tag for c in existing]},
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ds01.domain.arch import host_arch
-from ds01.errors import UsageError
+from ds01.errors import ErrorCode, UsageError
 
 if TYPE_CHECKING:
     from ds01.services.context import AppContext
@@ -42,6 +42,6 @@ def resolve_arch(ctx: AppContext, flag: str | None, *, required: bool) -> tuple[
             "No GPU was found to choose the image architecture from.",
             hint=f"Pass --arch, one of: {', '.join(sorted(catalog.archs))} "
             "(or set MLC_ARCH). " + resolution.reason,
-            code="no_arch",
+            code=ErrorCode.NO_ARCH,
         )
     return resolution.arch, resolution.reason

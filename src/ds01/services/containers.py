@@ -20,7 +20,14 @@ from ds01.domain.allocation import validate_before_start
 from ds01.domain.containers import MAIN_COMMANDS, ContainerInfo, ContainerState
 from ds01.domain.devices import format_equivalents
 from ds01.domain.naming import TAG_SEPARATOR, container_tag, split_tag
-from ds01.errors import DS01Error, NoCapacityError, NotFoundError, RefusedError, UsageError
+from ds01.errors import (
+    DS01Error,
+    ErrorCode,
+    NoCapacityError,
+    NotFoundError,
+    RefusedError,
+    UsageError,
+)
 from ds01.services.allocation import allocation_lock
 from ds01.services.audit import audited
 from ds01.services.holdings import HoldingsService
@@ -184,7 +191,7 @@ class ContainerService:
             raise RefusedError(
                 f"The container {info.tag!r} belongs to {owner or f'uid {owner_uid}'}, not you.",
                 hint="You can only manage your own containers ('ds01 container list').",
-                code="not_owner",
+                code=ErrorCode.NOT_OWNER,
             )
         return details
 
@@ -197,7 +204,7 @@ class ContainerService:
         raise NotFoundError(
             f"You have no container named {name!r} (yours: {mine}).",
             hint=f"Create it with 'ds01 container create {split_tag(name)[0]} FRAMEWORK'.",
-            code="unknown_container",
+            code=ErrorCode.UNKNOWN_CONTAINER,
         )
 
     # -- reading ----------------------------------------------------------------------
@@ -207,7 +214,7 @@ class ContainerService:
             raise RefusedError(
                 "Only administrators may list every user's containers.",
                 hint="Drop --all to list your own.",
-                code="not_admin",
+                code=ErrorCode.NOT_ADMIN,
             )
         infos = self.all_containers() if all_users else self.own_containers(actor)
         if not all_users:
@@ -282,7 +289,7 @@ class ContainerService:
                 f"The container {details.info.display_name!r} runs a keep-alive from "
                 f"{source}, which is not this DS01 installation's; DS01 does not start it.",
                 hint="Remove the container and create it again (your workspace is kept).",
-                code="container_outdated",
+                code=ErrorCode.CONTAINER_OUTDATED,
             )
         owner = self._owner(actor, details.info)
         if not may_verify(owner.uid):
@@ -291,7 +298,7 @@ class ContainerService:
                 "checks what Docker mounted by looking into the container from the host, "
                 "which the kernel allows only its owner and root.",
                 hint="Run the command as the owner, or with sudo.",
-                code="mount_unverified",
+                code=ErrorCode.MOUNT_UNVERIFIED,
             )
         return checked_before_start(owner, details)
 
@@ -334,7 +341,7 @@ class ContainerService:
                 f"{labels.user} holds {format_equivalents(held)} of "
                 f"{format_equivalents(limit)} now.",
                 hint="Stop or remove another GPU container first.",
-                code="quota",
+                code=ErrorCode.QUOTA,
                 details={
                     "held": float(held),
                     "asked": float(labels.gpu_equivalents),
@@ -351,7 +358,7 @@ class ContainerService:
                     f"was released while it was stopped and is now used by {holding.user}.",
                     hint="Remove this container and create it again to get a free GPU; "
                     "your workspace is kept.",
-                    code="device_reassigned",
+                    code=ErrorCode.DEVICE_REASSIGNED,
                 )
 
     def _check_devices(self, details: ContainerDetails) -> None:
@@ -367,7 +374,7 @@ class ContainerService:
                 f"{details.info.display_name!r} no longer exist on this host "
                 "(MIG layout changed or GPU removed).",
                 hint="Remove the container and create it again to get a current device.",
-                code="device_gone",
+                code=ErrorCode.DEVICE_GONE,
             )
 
     def stop(self, actor: Actor, name: str, *, timeout: int | None = None) -> ContainerDetails:
@@ -393,7 +400,7 @@ class ContainerService:
             raise UsageError(
                 f"The container {info.display_name!r} is running.",
                 hint=f"Stop it first ('ds01 container stop {info.display_name}') or use --force.",
-                code="container_running",
+                code=ErrorCode.CONTAINER_RUNNING,
             )
         labels = info.decoded
         freed = labels.gpu_uuids if labels else ()

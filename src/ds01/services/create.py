@@ -21,7 +21,7 @@ from ds01.domain.allocation import Allocation, GpuRequest, NoFit
 from ds01.domain.devices import format_equivalents
 from ds01.domain.labels import ImageLabels
 from ds01.domain.naming import container_tag, project_image_name, validate_name
-from ds01.errors import NoCapacityError, RefusedError, UsageError
+from ds01.errors import ErrorCode, NoCapacityError, RefusedError, UsageError
 from ds01.services.allocation import allocation_lock, check_and_decide, waiting_requests
 from ds01.services.audit import audited
 from ds01.services.catalog import resolve_arch
@@ -99,7 +99,7 @@ class CreateService:
                 raise RefusedError(
                     f"The image {req.image} belongs to {baked.maintainer}.",
                     hint="Use a catalog framework or an image of your own.",
-                    code="not_owner",
+                    code=ErrorCode.NOT_OWNER,
                 )
             arch = None
             if req.arch or self.ctx.environ.get("MLC_ARCH"):
@@ -122,7 +122,7 @@ class CreateService:
                 return ResolvedImage(own, framework, None, True, info)
         arch, reason = resolve_arch(self.ctx, req.arch, required=True)
         if arch is None:  # resolve_arch(required=True) already raised; this narrows the type
-            raise UsageError(reason, code="no_arch")
+            raise UsageError(reason, code=ErrorCode.NO_ARCH)
         entry = self.ctx.catalog.lookup(req.framework or DEFAULT_FRAMEWORK, req.version, arch)
         return ResolvedImage(
             entry.image, entry.framework_label, arch, False, engine.image(entry.image)
@@ -295,7 +295,7 @@ class CreateService:
             f"The free GPUs are reserved for requests that were queued first "
             f"({prepared.request.describe()}).",
             hint="Add --wait to queue behind them, or try again later ('ds01 gpu queue').",
-            code="queued_first",
+            code=ErrorCode.QUEUED_FIRST,
         )
 
     def result(

@@ -60,6 +60,7 @@ from ds01.domain.lifecycle import (
 from ds01.errors import (
     ConfigError,
     DS01Error,
+    ErrorCode,
     GpuQueryError,
     NotFoundError,
     RefusedError,
@@ -196,7 +197,7 @@ class EnforceService:
                 "Only administrators may run lifecycle enforcement.",
                 hint="It runs as root from ds01-enforce.timer; see 'systemctl status "
                 "ds01-enforce.timer'.",
-                code="not_admin",
+                code=ErrorCode.NOT_ADMIN,
             )
         if dry_run:
             return self._pass(dry_run=True, owners=owners)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ds01.errors import RefusedError
+from ds01.errors import ErrorCode, RefusedError
 
 if TYPE_CHECKING:
     from ds01.adapters.event_log import Event
@@ -26,7 +26,7 @@ def list_events(
         raise RefusedError(
             "Only administrators may read other users' events.",
             hint="Drop --user to see your own.",
-            code="not_admin",
+            code=ErrorCode.NOT_ADMIN,
         )
     who = user if user is not None else (None if actor.is_admin else actor.name)
     found = list(ctx.events.query(user=who, action=action, limit=limit))

@@ -20,7 +20,7 @@ from ds01.adapters.identity import actor_for_user
 from ds01.adapters.lifecycle_store import LifecycleStore
 from ds01.domain.lifecycle import LimitKind
 from ds01.domain.units import parse_duration
-from ds01.errors import NotFoundError, RefusedError, UsageError
+from ds01.errors import ErrorCode, NotFoundError, RefusedError, UsageError
 from ds01.services.audit import audited
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def _require_admin(actor: Actor, what: str) -> None:
         raise RefusedError(
             f"Only administrators may {what}.",
             hint="Ask a DS01 admin (members of the admin group, or root).",
-            code="not_admin",
+            code=ErrorCode.NOT_ADMIN,
         )
 
 
@@ -103,7 +103,7 @@ def _kinds(kinds: Sequence[LimitKind]) -> list[LimitKind]:
         raise UsageError(
             "Say which limit: --idle, --runtime, or both.",
             hint="Example: ds01 admin exempt alice --idle --until 2025-06-30 --reason 'demo'",
-            code="missing_argument",
+            code=ErrorCode.MISSING_ARGUMENT,
         )
     return chosen
 
@@ -124,7 +124,7 @@ def grant(
         raise UsageError(
             "An exemption needs a reason (--reason TEXT).",
             hint="The reason is shown to the user and kept in the event log.",
-            code="missing_argument",
+            code=ErrorCode.MISSING_ARGUMENT,
         )
 
     account = actor_for_user(user)  # exit 2 for a name that is not a user here
@@ -171,7 +171,7 @@ def withdraw(
         raise NotFoundError(
             f"{user} has no {names} exemption.",
             hint="See 'ds01 admin exemptions'.",
-            code="unknown_exemption",
+            code=ErrorCode.UNKNOWN_EXEMPTION,
         )
     return removed
 

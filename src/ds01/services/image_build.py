@@ -55,7 +55,7 @@ from ds01.domain.dockerfile_labels import check_labels, ownership_labels
 from ds01.domain.dockerfile_refs import DockerfileReading, read_dockerfile, read_triggers
 from ds01.domain.labels import ImageLabels, L
 from ds01.domain.naming import docker_safe_component
-from ds01.errors import BuildError, ConfigError, EngineError, RefusedError, UsageError
+from ds01.errors import BuildError, ConfigError, EngineError, ErrorCode, RefusedError, UsageError
 from ds01.services.mounts import CreatedDirs, default_workspace, ensure_workspace, mount_roots
 
 if TYPE_CHECKING:
@@ -262,7 +262,7 @@ class ImageBuilder:
             "or delete it.",
             hint="Choose another project name: image names join the project and user "
             "names, so a project of yours can meet another user's under one name.",
-            code="image_name_taken",
+            code=ErrorCode.IMAGE_NAME_TAKEN,
             details={"image": image, "owner": owner or None},
         )
 
@@ -282,7 +282,7 @@ class ImageBuilder:
                 f"{ref}{reached} is an image DS01 built for another user ({owner}); you may "
                 "not build on it or copy from it, as it may hold their files.",
                 hint="Build on a catalog image (--framework/--version) or on an image of your own.",
-                code="base_not_yours",
+                code=ErrorCode.BASE_NOT_YOURS,
             )
 
     # -- the build log ----------------------------------------------------------------
@@ -492,7 +492,9 @@ class ProjectFiles:
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise UsageError(f"The {what} {path} is not UTF-8 text.", code="bad_encoding") from exc
+            raise UsageError(
+                f"The {what} {path} is not UTF-8 text.", code=ErrorCode.BAD_ENCODING
+            ) from exc
 
     def project_path(self, actor: Actor, name: str) -> Path:
         """Where the project ``name`` lives (unchecked): the directory ``container create
@@ -511,20 +513,20 @@ class ProjectFiles:
         except OSError as exc:
             raise UsageError(
                 f"Cannot look at the project directory {project}: {_reason(exc)}.",
-                code="bad_project_dir",
+                code=ErrorCode.BAD_PROJECT_DIR,
             ) from exc
         if not stat.S_ISDIR(st.st_mode):
             raise UsageError(
                 f"{project} is not a directory (a link or a file).",
                 hint="Rename or remove it, or pick another project name.",
-                code="bad_project_dir",
+                code=ErrorCode.BAD_PROJECT_DIR,
             )
         if st.st_uid != actor.uid:
             # DS01 may run as root for the user: never write into a directory not theirs.
             raise UsageError(
                 f"{project} does not belong to {actor.name}.",
                 hint="Pick another project name, or ask the directory's owner to hand it over.",
-                code="bad_project_dir",
+                code=ErrorCode.BAD_PROJECT_DIR,
             )
         # Walks every component with O_NOFOLLOW: a linked ~/workspace is refused here.
         # It creates nothing, as everything exists; a directory a race made goes again.
@@ -545,13 +547,13 @@ class ProjectFiles:
             raise UsageError(
                 f"Cannot look at {path}: {_reason(exc)}.",
                 hint="Check that the project directory is yours and a real directory.",
-                code="bad_dockerfile",
+                code=ErrorCode.BAD_DOCKERFILE,
             ) from exc
         if not stat.S_ISREG(st.st_mode):
             raise UsageError(
                 f"{path} is not a regular file (a link or a directory).",
                 hint="Replace it with the Dockerfile itself.",
-                code="bad_dockerfile",
+                code=ErrorCode.BAD_DOCKERFILE,
             )
         return self.read_text(actor, path, "Dockerfile")
 
@@ -568,14 +570,14 @@ class ProjectFiles:
                     raise UsageError(
                         f"{path.parent} does not belong to {actor.name}; DS01 does not "
                         "write there for you.",
-                        code="bad_project_dir",
+                        code=ErrorCode.BAD_PROJECT_DIR,
                     )
                 _replace_in(dir_fd, path.name, text.encode(), actor)
         except OSError as exc:
             raise UsageError(
                 f"Cannot write {path}: {_reason(exc)}.",
                 hint="Check that the directory exists and is yours, and that the disk has room.",
-                code="cannot_write",
+                code=ErrorCode.CANNOT_WRITE,
             ) from exc
 
 

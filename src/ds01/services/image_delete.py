@@ -23,7 +23,7 @@ from ds01.adapters.docker_build import containers_using, images_built_on
 from ds01.adapters.identity import require_non_root
 from ds01.domain.labels import ImageLabels
 from ds01.domain.naming import project_image_name, split_tag, validate_name
-from ds01.errors import DS01Error, EngineError, NotFoundError, RefusedError, UsageError
+from ds01.errors import DS01Error, EngineError, ErrorCode, NotFoundError, RefusedError, UsageError
 from ds01.services.audit import audited
 from ds01.services.containers import ContainerService
 from ds01.services.image_build import ProjectFiles, image_owner
@@ -87,14 +87,14 @@ class ImageDeleter:
                 raise NotFoundError(
                     f"You have no image for the project {name!r} ({image}).",
                     hint="See your images with 'ds01 image list'.",
-                    code="unknown_image",
+                    code=ErrorCode.UNKNOWN_IMAGE,
                 )
             owner = image_owner(info)
             if ImageLabels.decode(info.labels) is None or not owner:
                 raise RefusedError(
                     f"{image} was not built by DS01, so DS01 does not delete it.",
                     hint="Remove it with Docker if it is yours.",
-                    code="not_ds01_image",
+                    code=ErrorCode.NOT_DS01_IMAGE,
                 )
             if owner != actor.name:
                 # The name is yours, the image is not: another user's project met yours.
@@ -102,7 +102,7 @@ class ImageDeleter:
                     f"{image} belongs to {owner}, not you; DS01 does not delete it.",
                     hint="Image names join project and user names; this one is another "
                     "user's project.",
-                    code="not_owner",
+                    code=ErrorCode.NOT_OWNER,
                 )
             other_tags = [t for t in info.tags if t != image]
             if other_tags:
@@ -110,14 +110,14 @@ class ImageDeleter:
                     f"{image} is also tagged {', '.join(other_tags)}; removing the name would "
                     "not remove the image, and nothing was removed.",
                     hint="Remove the other tags first ('docker rmi TAG'), if they are yours.",
-                    code="image_has_other_tags",
+                    code=ErrorCode.IMAGE_HAS_OTHER_TAGS,
                 )
             if images_built_on(engine, info.id):
                 raise RefusedError(
                     f"Other images are built on {image}; DS01 does not remove a base image, "
                     "and nothing was removed.",
                     hint="Delete the images built on it first (see 'ds01 image list').",
-                    code="image_is_base",
+                    code=ErrorCode.IMAGE_IS_BASE,
                 )
             users = containers_using(engine, info.id)
             others = [c for c in users if not actor.may_manage(c.owner, c.owner_uid)]
@@ -125,14 +125,14 @@ class ImageDeleter:
                 raise RefusedError(
                     f"{image} is used by containers that are not yours: {_listed(others)}.",
                     hint="Ask their owners (or an admin) to remove them first.",
-                    code="image_in_use",
+                    code=ErrorCode.IMAGE_IN_USE,
                 )
             if users and not force:
                 raise UsageError(
                     f"{image} is used by your containers {_listed(users)}; nothing was removed.",
                     hint=f"Remove them first ('ds01 container remove NAME'), or run 'ds01 image "
                     f"delete {name} --force' to stop and remove them together with the image.",
-                    code="image_in_use",
+                    code=ErrorCode.IMAGE_IN_USE,
                 )
             removed: list[str] = []
             try:
@@ -198,7 +198,7 @@ def _partial_delete(
     return EngineError(
         f"{failed[0].upper()}{failed[1:]}. {left}.",
         hint=f"Fix the cause, then run 'ds01 image delete {name} --force' again.",
-        code="delete_incomplete",
+        code=ErrorCode.DELETE_INCOMPLETE,
         details={
             "image": image,
             "removed_containers": list(removed),

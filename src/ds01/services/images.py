@@ -44,7 +44,7 @@ from ds01.domain.packages import (
     plan_packages,
     split_package_list,
 )
-from ds01.errors import DS01Error, NotFoundError, RefusedError, UsageError
+from ds01.errors import DS01Error, ErrorCode, NotFoundError, RefusedError, UsageError
 from ds01.services.audit import audited
 from ds01.services.catalog import resolve_arch
 from ds01.services.image_build import (
@@ -208,12 +208,12 @@ class ImageService:
                 raise UsageError(
                     "--base names the image itself; --framework, --version and --arch "
                     "choose one from the catalog. Give one or the other.",
-                    code="conflicting_flags",
+                    code=ErrorCode.CONFLICTING_FLAGS,
                 )
             return req.base, "custom"
         arch, reason = resolve_arch(self.ctx, req.arch, required=True)
         if arch is None:  # required=True raised already; this narrows the type
-            raise UsageError(reason, code="no_arch")
+            raise UsageError(reason, code=ErrorCode.NO_ARCH)
         entry = self.ctx.catalog.lookup(req.framework or DEFAULT_FRAMEWORK, req.version, arch)
         return entry.image, entry.framework_label
 
@@ -233,7 +233,7 @@ class ImageService:
                 raise UsageError(
                     "--dockerfile builds on your Dockerfile's own FROM image; --base, "
                     "--framework, --version and --arch can't be used with it.",
-                    code="conflicting_flags",
+                    code=ErrorCode.CONFLICTING_FLAGS,
                 )
             source = self.files.user_path(actor, req.dockerfile, what="Dockerfile", cwd=req.cwd)
             # Its directory is the build context: the user must be able to read all of it.
@@ -303,7 +303,7 @@ class ImageService:
                         hint=f"Build it as it is with 'ds01 image update {req.name}', add "
                         f"packages with 'ds01 image update {req.name} --add-pip ...', or "
                         "replace it with --force (the old file is kept as Dockerfile.bak).",
-                        code="dockerfile_exists",
+                        code=ErrorCode.DOCKERFILE_EXISTS,
                     )
                 notes.append(f"Your previous Dockerfile is kept as {dockerfile}.bak.")
             audit.add(
@@ -387,7 +387,7 @@ class ImageService:
                 raise NotFoundError(
                     f"There is no Dockerfile for the project {req.name!r} ({dockerfile}).",
                     hint=f"Create the image first: 'ds01 image create {req.name}'.",
-                    code="no_dockerfile",
+                    code=ErrorCode.NO_DOCKERFILE,
                 )
             new_text = text
             if add_pip or add_apt or remove:
@@ -478,7 +478,7 @@ class ImageService:
             raise RefusedError(
                 "Only administrators may list every user's images.",
                 hint="Drop --all to list your own.",
-                code="not_admin",
+                code=ErrorCode.NOT_ADMIN,
             )
         wanted = [L.MAINTAINER] if all_users else [f"{L.MAINTAINER}={actor.name}"]
         views: list[ImageView] = []

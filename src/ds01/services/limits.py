@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ds01.adapters.cgroups import AggregateResult, CgroupManager
 from ds01.adapters.identity import actor_for_user
 from ds01.domain.containers import Limits
-from ds01.errors import DS01Error, EngineError, RefusedError
+from ds01.errors import DS01Error, EngineError, ErrorCode, RefusedError
 from ds01.services.lookup import all_containers
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def describe_limits(
         raise RefusedError(
             "Only administrators may look at other users' limits.",
             hint="Drop the user name to see your own.",
-            code="not_admin",
+            code=ErrorCode.NOT_ADMIN,
         )
     resolved = limits_for_user(ctx, user) if user else limits_for(ctx, actor)
     data = resolved.to_dict()
@@ -147,7 +147,7 @@ def apply_user_limits(
     runs this each pass, so a policy edit reaches running users within a minute.
     """
     if not actor.is_admin:
-        raise RefusedError("Only administrators may apply limits.", code="not_admin")
+        raise RefusedError("Only administrators may apply limits.", code=ErrorCode.NOT_ADMIN)
     if users is None:
         users = sorted({c.owner for c in all_containers(ctx.engine) if c.owner})
     out: list[dict[str, Any]] = []

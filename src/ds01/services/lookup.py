@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ds01.domain.labels import AIME, LEGACY, L
-from ds01.errors import UsageError
+from ds01.errors import ErrorCode, UsageError
 
 if TYPE_CHECKING:
     from ds01.domain.actor import Actor
@@ -42,5 +42,5 @@ def refuse_existing(engine: ContainerEngine, name: str, tag: str) -> None:
         raise UsageError(
             f"You already have a container named {name!r} ({tag}).",
             hint=f"Open it with 'ds01 container open {name}', or remove it first.",
-            code="container_exists",
+            code=ErrorCode.CONTAINER_EXISTS,
         )

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from ds01.adapters.mounted import identity_at, open_process
 from ds01.domain.containers import KEEPALIVE_TARGET, ContainerState, Mount
-from ds01.errors import EngineError, UsageError
+from ds01.errors import EngineError, ErrorCode, UsageError
 from ds01.services.mounts import CheckedMount, unchanged_stat
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ def verify_mounted(
                 f"{what_next}; nothing of yours ran in it.",
                 hint="Keep the directory in place (do not swap it for a link) and run the "
                 "command again.",
-                code="mount_changed",
+                code=ErrorCode.MOUNT_CHANGED,
                 details={"target": mount.target, "source": mount.source},
             )
 
@@ -145,7 +145,7 @@ def _unverified(tag: str, why: str, what_next: str) -> EngineError:
         f"{what_next}.",
         hint="Run the command again. DS01 must run on the same host (and PID namespace) as "
         "the Docker engine, as the container's owner or as root.",
-        code="mount_unverified",
+        code=ErrorCode.MOUNT_UNVERIFIED,
     )
 
 

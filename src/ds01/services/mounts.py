@@ -44,7 +44,7 @@ from ds01.adapters.user_fs import (
 )
 from ds01.domain.actor import Actor
 from ds01.domain.containers import Mount
-from ds01.errors import UsageError
+from ds01.errors import ErrorCode, UsageError
 
 if TYPE_CHECKING:
     from ds01.config.settings import Settings
@@ -99,20 +99,23 @@ def _resolve(actor: Actor, raw: str, what: str, roots: list[Path], cwd: Path) ->
 
 def _walk_error(what: str, path: Path, exc: OSError) -> UsageError:
     if exc.errno == errno.ENOENT:
-        return UsageError(f"The {what} {path} does not exist.", code="no_such_path")
+        return UsageError(f"The {what} {path} does not exist.", code=ErrorCode.NO_SUCH_PATH)
     if exc.errno == errno.ENOTDIR:
         return UsageError(
-            f"The {what} {path} is not a directory (or passes through a file).", code="bad_path"
+            f"The {what} {path} is not a directory (or passes through a file).",
+            code=ErrorCode.BAD_PATH,
         )
     if exc.errno == errno.EACCES:
         return UsageError(
             f"You cannot reach the {what} {path} on the host.",
             hint="Pick a directory you can open yourself.",
-            code="path_not_allowed",
+            code=ErrorCode.PATH_NOT_ALLOWED,
         )
     if exc.errno == errno.ELOOP:
-        return UsageError(f"The {what} {path} passes through too many links.", code="bad_path")
-    return UsageError(f"Cannot look at the {what} {path}: {exc.strerror}.", code="bad_path")
+        return UsageError(
+            f"The {what} {path} passes through too many links.", code=ErrorCode.BAD_PATH
+        )
+    return UsageError(f"Cannot look at the {what} {path}: {exc.strerror}.", code=ErrorCode.BAD_PATH)
 
 
 def _check_place(
@@ -124,11 +127,12 @@ def _check_place(
             f"The {what} directory {real} is outside the places you may use ({shown}).",
             hint="Use a path under your home, or ask an admin to add a root to "
             "'container.allowed_mount_roots'.",
-            code="path_not_allowed",
+            code=ErrorCode.PATH_NOT_ALLOWED,
         )
     if not readable_by(actor, st, enter=True):
         raise UsageError(
-            f"You cannot read the {what} directory {real} on the host.", code="path_not_allowed"
+            f"You cannot read the {what} directory {real} on the host.",
+            code=ErrorCode.PATH_NOT_ALLOWED,
         )
 
 
@@ -139,7 +143,7 @@ def _no_comma(path: Path, what: str) -> None:
             f"The {what} directory {path} contains a comma, which AIME's tools cannot read "
             "back from the container's labels.",
             hint="Rename the directory (or use a link without a comma to it).",
-            code="bad_path",
+            code=ErrorCode.BAD_PATH,
         )
 
 
@@ -167,7 +171,7 @@ def plan_mounts(
             raise UsageError(
                 f"You cannot write to the workspace directory {ws}.",
                 hint="Pick a directory of yours, or leave -w out for ~/workspace/NAME.",
-                code="path_not_allowed",
+                code=ErrorCode.PATH_NOT_ALLOWED,
             )
         return MountPlan(ws, False, data_path, bool(data_ro), models_path, bool(models_ro))
     workspace_path = default_workspace(settings, actor, name)
@@ -211,7 +215,7 @@ def ensure_workspace(actor: Actor, path: Path, settings: Settings | None = None)
         raise UsageError(
             f"The workspace root {top} does not exist.",
             hint="Ask an admin to create it (see 'workspace_root'), or pass -w DIR.",
-            code="no_workspace_root",
+            code=ErrorCode.NO_WORKSPACE_ROOT,
         )
     return make_user_dirs(actor, top, path)
 
@@ -232,7 +236,7 @@ def _changed(what: str, source: str) -> UsageError:
         "since DS01 checked it; DS01 does not mount it like that.",
         hint="Put the real directory back (or pass the directory itself, not a link that "
         "changes), then run the command again.",
-        code="mount_changed",
+        code=ErrorCode.MOUNT_CHANGED,
     )
 
 
@@ -263,7 +267,7 @@ def check_mounts(
             raise UsageError(
                 f"You cannot write to the workspace directory {real}.",
                 hint="Pick a directory of yours, or leave -w out for ~/workspace/NAME.",
-                code="path_not_allowed",
+                code=ErrorCode.PATH_NOT_ALLOWED,
             )
         out.append(CheckedMount(Mount(mount.source, mount.target, read_only), st.st_dev, st.st_ino))
     return tuple(out)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ds01.domain.naming import container_tag
-from ds01.errors import DS01Error, UsageError
+from ds01.errors import DS01Error, ErrorCode, UsageError
 from ds01.services.audit import audited
 from ds01.services.gpus import GpuService
 from ds01.services.limits import limits_for
@@ -272,7 +272,7 @@ class OnboardingService:
             raise UsageError(
                 "An SSH key can only be created by its owner.",
                 hint=f"Let {actor.name} run 'ds01 user-setup' (or ssh-keygen) themselves.",
-                code="not_own_account",
+                code=ErrorCode.NOT_OWN_ACCOUNT,
             )
         ssh_dir = Path(actor.home) / ".ssh"
         path = ssh_dir / "id_ed25519"
@@ -284,7 +284,7 @@ class OnboardingService:
                 "ssh-keygen is not installed on this server.",
                 hint="Create the key on your laptop, or ask an administrator to install "
                 "openssh-client.",
-                code="no_ssh_keygen",
+                code=ErrorCode.NO_SSH_KEYGEN,
             )
         comment = f"{actor.name}@{socket.gethostname()}"
         with audited(self.ctx, actor, "user.ssh_key", str(path)):
@@ -295,7 +295,7 @@ class OnboardingService:
                 raise DS01Error(
                     f"ssh-keygen stopped with exit code {code}; no key was created.",
                     hint="Run 'ssh-keygen -t ed25519' yourself to see what it needs.",
-                    code="ssh_keygen_failed",
+                    code=ErrorCode.SSH_KEYGEN_FAILED,
                 )
         return path.with_suffix(".pub")
 

@@ -31,7 +31,7 @@ from packaging.utils import canonicalize_name
 from ds01.adapters.identity import require_non_root
 from ds01.domain.labels import ImageLabels
 from ds01.domain.naming import container_tag, project_image_name, validate_name
-from ds01.errors import NotFoundError, UsageError
+from ds01.errors import ErrorCode, NotFoundError, UsageError
 from ds01.services.audit import audited
 from ds01.services.containers import ContainerService
 from ds01.services.create import CreateRequest, CreateService
@@ -360,7 +360,7 @@ class Orchestrator:
             raise NotFoundError(
                 f"There is no Dockerfile at {dockerfile} to rebuild.",
                 hint=f"Create the project first: ds01 project-init {req.name}",
-                code="no_dockerfile",
+                code=ErrorCode.NO_DOCKERFILE,
             )
         if have:
             say.note(f"Using your image {image}.")
@@ -433,7 +433,7 @@ class Orchestrator:
                             hint="Run again with --no-save-packages, or make a project image "
                             f"with them: ds01 image create {display} --pip "
                             f'"{" ".join(changes.added)}"',
-                            code="no_project_dockerfile",
+                            code=ErrorCode.NO_PROJECT_DOCKERFILE,
                         )
                     say.note(
                         "They go with the container (it was not made from a project image). "

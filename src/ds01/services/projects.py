@@ -34,7 +34,7 @@ from ds01.domain.packages import (
     plan_packages,
     split_package_list,
 )
-from ds01.errors import NotFoundError
+from ds01.errors import ErrorCode, NotFoundError
 from ds01.services.audit import audited
 from ds01.services.image_build import ProjectFiles
 from ds01.services.images import ImageCreateRequest, ImageService
@@ -459,6 +459,6 @@ def launch(
         raise NotFoundError(
             f"{project} has no Dockerfile, so there is no project {req.name!r} to launch.",
             hint=f"Create it first: ds01 project-init {req.name}",
-            code="unknown_project",
+            code=ErrorCode.UNKNOWN_PROJECT,
         )
     return Orchestrator(ctx, narrator, on_build=on_build, on_pull=on_pull).deploy(actor, req)

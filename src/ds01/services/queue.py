@@ -37,7 +37,7 @@ from ds01.domain.allocation import Allocation, GpuQuota, GpuRequest
 from ds01.domain.containers import ContainerState
 from ds01.domain.labels import L
 from ds01.domain.queue import Aging, Grant, QueueEntry, QueueState, Waiting, plan
-from ds01.errors import DS01Error, NotFoundError, RefusedError, UsageError
+from ds01.errors import DS01Error, ErrorCode, NotFoundError, RefusedError, UsageError
 from ds01.services.allocation import allocation_lock, allocation_lock_path
 from ds01.services.audit import audited
 from ds01.services.holdings import HoldingsService
@@ -132,7 +132,7 @@ class QueueService:
                     f"You already have a queued request for {name!r} (#{row.entry.id}).",
                     hint=f"Wait for it ('ds01 gpu queue'), or cancel it: "
                     f"ds01 gpu queue cancel {row.entry.id}",
-                    code="already_queued",
+                    code=ErrorCode.ALREADY_QUEUED,
                 )
         spec: dict[str, Any] = {
             "name": prepared.req.name,
@@ -196,7 +196,7 @@ class QueueService:
             raise RefusedError(
                 "Only administrators may list every user's queue entries.",
                 hint="Drop --all to list your own.",
-                code="not_admin",
+                code=ErrorCode.NOT_ADMIN,
             )
         rows = self.store.waiting()
         gpus = HoldingsService(self.ctx)
@@ -248,7 +248,7 @@ class QueueService:
         if row.entry.user != actor.name and not actor.is_admin:
             raise RefusedError(
                 f"Queue entry {entry_id} belongs to {row.entry.user}, not you.",
-                code="not_owner",
+                code=ErrorCode.NOT_OWNER,
             )
         with audited(self.ctx, actor, "queue.cancel", f"queue:{entry_id}", owner=row.entry.user):
             if not self.store.set_state(
@@ -259,7 +259,7 @@ class QueueService:
             ):
                 raise UsageError(
                     f"Queue entry {entry_id} is no longer waiting ({row.entry.state.value}).",
-                    code="not_waiting",
+                    code=ErrorCode.NOT_WAITING,
                 )
         self._discard(row)
         return row
@@ -459,7 +459,9 @@ class QueueService:
         checked, refused = check_rows(self.ctx, [row], quotas)
         if not checked:
             why = refused[0].reason if refused else "it cannot be checked by this process"
-            raise RefusedError(f"Queue entry {row.entry.id} is refused: {why}.", code="forged")
+            raise RefusedError(
+                f"Queue entry {row.entry.id} is refused: {why}.", code=ErrorCode.FORGED
+            )
         return prepare_grant(self.ctx, checked[0], creator=Creator.me().encode())
 
     def _granted(self, prepared: Prepared, row: QueueRow) -> QueueOutcome:

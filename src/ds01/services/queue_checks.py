@@ -30,7 +30,7 @@ from ds01.domain.labels import ImageLabels
 from ds01.domain.naming import container_tag, validate_name
 from ds01.domain.queue import QueueEntry
 from ds01.domain.resolved_limits import check_container_count
-from ds01.errors import RefusedError, UsageError
+from ds01.errors import ErrorCode, RefusedError, UsageError
 from ds01.services.limits import apply_aggregate, limits_for, plan_container_limits
 from ds01.services.lookup import own_containers, refuse_existing
 from ds01.services.mounts import plan_mounts
@@ -156,7 +156,7 @@ def prepare_grant(ctx: AppContext, checked: Checked, *, creator: str) -> Prepare
     spec = checked.spec
     owner = actor_for_user(checked.entry.user, admin_group=ctx.settings.effective_admin_group())
     if owner.uid == 0:
-        raise RefusedError("DS01 never creates a container as root.", code="root_refused")
+        raise RefusedError("DS01 never creates a container as root.", code=ErrorCode.ROOT_REFUSED)
     name = str(spec.get("name"))
     validate_name(name)
     tag = container_tag(name, owner.uid)
@@ -165,13 +165,15 @@ def prepare_grant(ctx: AppContext, checked: Checked, *, creator: str) -> Prepare
     image_ref = str(spec.get("image"))
     info = ctx.engine.image(image_ref)
     if info is None:
-        raise UsageError(f"The image {image_ref} is no longer on this host.", code="no_image")
+        raise UsageError(
+            f"The image {image_ref} is no longer on this host.", code=ErrorCode.NO_IMAGE
+        )
     baked = ImageLabels.decode(info.labels)
     if baked and baked.maintainer and baked.maintainer != owner.name and not owner.is_admin:
         raise RefusedError(
             f"The image {image_ref} belongs to {baked.maintainer}.",
             hint="Use a catalog framework or an image of your own.",
-            code="not_owner",
+            code=ErrorCode.NOT_OWNER,
         )
     # As at create: every path resolved with the owner's rights, under the owner's roots;
     # the grant may run as root, which could read anything.
@@ -194,7 +196,7 @@ def prepare_grant(ctx: AppContext, checked: Checked, *, creator: str) -> Prepare
                 f"The {what} directory {queued} now leads to {now} (a link was put in its "
                 "place since the request was queued); DS01 does not mount it like that.",
                 hint="Queue the request again with the real directory.",
-                code="mount_changed",
+                code=ErrorCode.MOUNT_CHANGED,
             )
     framework = baked.framework if baked and baked.framework else str(spec.get("framework"))
     return Prepared(
@@ -220,5 +222,5 @@ def _path(spec: dict[str, Any], key: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value:
-        raise UsageError(f"The queued {key} directory is not a path.", code="bad_path")
+        raise UsageError(f"The queued {key} directory is not a path.", code=ErrorCode.BAD_PATH)
     return value

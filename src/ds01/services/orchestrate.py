@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -41,6 +41,7 @@ from ds01.services.queue import process_queue_quietly
 if TYPE_CHECKING:
     from ds01.adapters.docker_engine import ContainerDetails
     from ds01.domain.actor import Actor
+    from ds01.domain.containers import ContainerInfo
     from ds01.services.context import AppContext
     from ds01.services.create import ProgressFn as PullProgressFn
     from ds01.services.image_build import ProgressFn as BuildProgressFn
@@ -92,27 +93,21 @@ class Silent:
 
 
 @dataclass(frozen=True)
-class DeployRequest:
-    """``container deploy`` / ``project launch`` flags (the create flags plus how to end)."""
+class DeployRequest(CreateRequest):
+    """``container deploy`` / ``project launch`` flags: the create flags plus how to end."""
 
-    name: str
-    framework: str | None = None
-    version: str | None = None
-    image: str | None = None
-    workspace: str | None = None
-    arch: str | None = None
-    gpus: int | None = None
-    gpu_profile: str | None = None
-    cpu_only: bool = False
-    wait: bool = False
+    interface: str = "deploy"
     background: bool = False  # start only; otherwise open a shell
     rebuild: bool = False  # build the project image even if it exists
-    cwd: Path = field(default_factory=Path.cwd)
 
     @property
     def chooses_image_or_gpu(self) -> bool:
         flags = (self.framework, self.version, self.image, self.gpus, self.gpu_profile)
         return any(f is not None for f in flags) or self.cpu_only
+
+    def create_request(self) -> CreateRequest:
+        """The create flags alone, as create (and a queued request) takes them."""
+        return CreateRequest(**{f.name: getattr(self, f.name) for f in fields(CreateRequest)})
 
 
 @dataclass(frozen=True)
@@ -297,20 +292,7 @@ class Orchestrator:
         say.explain("gpu")
         created = CreateService(self.ctx).create(
             actor,
-            CreateRequest(
-                name=req.name,
-                framework=req.framework,
-                version=req.version,
-                image=req.image,
-                workspace=req.workspace,
-                arch=req.arch,
-                gpus=req.gpus,
-                gpu_profile=req.gpu_profile,
-                cpu_only=req.cpu_only,
-                wait=req.wait,
-                interface="deploy",
-                cwd=req.cwd,
-            ),
+            req.create_request(),
             on_progress=self.on_pull,
         )
         for message in dict.fromkeys(self.ctx.warnings):
@@ -409,82 +391,28 @@ class Orchestrator:
         containers = ContainerService(self.ctx)
         details = containers.resolve(actor, name)
         info = details.info
-        tag, display = info.tag, info.display_name
-        say = self.say
+        tag = info.tag
         with audited(self.ctx, actor, "container.retire", tag, owner=info.owner) as audit:
-            say.phase(1, 3, "Packages installed in the container", "packages")
+            self.say.phase(1, 3, "Packages installed in the container", "packages")
             changes = self.package_changes(tag)
             dockerfile = self.project_dockerfile(actor, details) if changes.added else None
-            saved: tuple[str, ...] = ()
-            if changes.direct:
-                say.note(
-                    "Installed from a path or URL (not offered for the image): "
-                    + ", ".join(changes.direct)
-                )
-            if not changes.added:
-                say.note("No pip packages were installed in the container since its image.")
-            else:
-                say.note(f"Installed since the image: {' '.join(changes.added)}")
-                if dockerfile is None:
-                    if save_packages:
-                        raise UsageError(
-                            f"{display} was not made from one of your project images, so there "
-                            "is no Dockerfile to add the packages to; nothing was retired.",
-                            hint="Run again with --no-save-packages, or make a project image "
-                            f"with them: ds01 image create {display} --pip "
-                            f'"{" ".join(changes.added)}"',
-                            code=ErrorCode.NO_PROJECT_DOCKERFILE,
-                        )
-                    say.note(
-                        "They go with the container (it was not made from a project image). "
-                        f"To have them in an image: ds01 image create {display} --pip "
-                        f'"{" ".join(changes.added)}"'
-                    )
-                else:
-                    project = dockerfile.parent.name
-                    wanted = save_packages
-                    if wanted is None:
-                        wanted = decide(changes, dockerfile) if decide is not None else False
-                    if wanted:
-                        ImageService(self.ctx).update(
-                            actor,
-                            ImageUpdateRequest(name=project, add_pip=changes.added, build=False),
-                        )
-                        saved = changes.added
-                        them = "it" if len(saved) == 1 else "them"
-                        say.note(
-                            f"Added to the custom tier of {dockerfile}; the next build has "
-                            f"{them} (ds01 image update {project})."
-                        )
-                    else:
-                        say.note(
-                            "Not saved. To add them to the image later: ds01 image update "
-                            f'{project} --add-pip "{" ".join(changes.added)}" (or retire '
-                            "with --save-packages)."
-                        )
-            say.phase(2, 3, "Stop", None)
-            stopped = info.state.is_active
-            if stopped:
-                containers.stop(actor, tag)
-                say.note(f"Stopped {display}.")
-            else:
-                say.note(f"{display} was not running.")
-            say.phase(3, 3, "Remove and release the GPU", "retire")
-            released = containers.remove(actor, tag).freed_devices
-            if released:
-                process_queue_quietly(self.ctx)  # its devices may be what the queue waits for
-            say.note(
-                f"Removed {tag}"
-                + (f"; released {', '.join(released)}." if released else ".")
-                + " Your workspace and the image stay."
+            # Saved (or refused) before anything stops: a save that fails retires nothing.
+            saved = self._keep_packages(
+                actor,
+                info.display_name,
+                changes,
+                dockerfile,
+                save_packages=save_packages,
+                decide=decide,
             )
+            stopped, released = self._stop_and_remove(actor, containers, info)
             audit.add(
                 installed=list(changes.added),
                 saved=list(saved),
                 released_gpus=list(released),
             )
         return RetireResult(
-            name=display,
+            name=info.display_name,
             container=tag,
             packages=changes,
             saved=saved,
@@ -492,3 +420,95 @@ class Orchestrator:
             stopped=stopped,
             released_gpus=released,
         )
+
+    def _keep_packages(
+        self,
+        actor: Actor,
+        display: str,
+        changes: PackageChanges,
+        dockerfile: Path | None,
+        *,
+        save_packages: bool | None,
+        decide: DecideFn | None,
+    ) -> tuple[str, ...]:
+        """Phase 1: tell what was installed and save it to the project's Dockerfile when
+        asked (or when ``decide`` says so); the packages saved come back."""
+        say = self.say
+        if changes.direct:
+            say.note(
+                "Installed from a path or URL (not offered for the image): "
+                + ", ".join(changes.direct)
+            )
+        if not changes.added:
+            say.note("No pip packages were installed in the container since its image.")
+            return ()
+        say.note(f"Installed since the image: {' '.join(changes.added)}")
+        if dockerfile is None:
+            if save_packages:
+                raise UsageError(
+                    f"{display} was not made from one of your project images, so there "
+                    "is no Dockerfile to add the packages to; nothing was retired.",
+                    hint="Run again with --no-save-packages, or make a project image "
+                    f"with them: ds01 image create {display} --pip "
+                    f'"{" ".join(changes.added)}"',
+                    code=ErrorCode.NO_PROJECT_DOCKERFILE,
+                )
+            say.note(
+                "They go with the container (it was not made from a project image). "
+                f"To have them in an image: ds01 image create {display} --pip "
+                f'"{" ".join(changes.added)}"'
+            )
+            return ()
+        wanted = save_packages
+        if wanted is None:
+            wanted = decide(changes, dockerfile) if decide is not None else False
+        return self._save_packages(actor, changes, dockerfile, wanted=wanted)
+
+    def _save_packages(
+        self, actor: Actor, changes: PackageChanges, dockerfile: Path, *, wanted: bool
+    ) -> tuple[str, ...]:
+        """Add the packages to the custom tier of the project's Dockerfile (not built
+        now: the next build has them), or say how to do it later."""
+        project = dockerfile.parent.name
+        if not wanted:
+            self.say.note(
+                "Not saved. To add them to the image later: ds01 image update "
+                f'{project} --add-pip "{" ".join(changes.added)}" (or retire '
+                "with --save-packages)."
+            )
+            return ()
+        ImageService(self.ctx).update(
+            actor,
+            ImageUpdateRequest(name=project, add_pip=changes.added, build=False),
+        )
+        them = "it" if len(changes.added) == 1 else "them"
+        self.say.note(
+            f"Added to the custom tier of {dockerfile}; the next build has "
+            f"{them} (ds01 image update {project})."
+        )
+        return changes.added
+
+    def _stop_and_remove(
+        self, actor: Actor, containers: ContainerService, info: ContainerInfo
+    ) -> tuple[bool, tuple[str, ...]]:
+        """Phases 2 and 3: stop the container if it runs, remove it, and let the queue
+        have its devices; whether it was stopped and the devices released come back."""
+        say = self.say
+        tag, display = info.tag, info.display_name
+        say.phase(2, 3, "Stop", None)
+        stopped = info.state.is_active
+        if stopped:
+            containers.stop(actor, tag)
+            say.note(f"Stopped {display}.")
+        else:
+            say.note(f"{display} was not running.")
+        say.phase(3, 3, "Remove and release the GPU", "retire")
+        released = containers.remove(actor, tag).freed_devices
+        if released:
+            process_queue_quietly(self.ctx)  # its devices may be what the queue waits for
+        say.note(
+            f"Removed {tag}"
+            + (f"; released {', '.join(released)}." if released else ".")
+            + " Your workspace and the image stay."
+        )
+        return stopped, released

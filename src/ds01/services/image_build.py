@@ -61,6 +61,7 @@ from ds01.services.mounts import CreatedDirs, default_workspace, ensure_workspac
 if TYPE_CHECKING:
     from ds01.adapters.docker_engine import ImageInfo
     from ds01.domain.actor import Actor
+    from ds01.domain.engine_types import BuildOutcome
     from ds01.services.context import AppContext
 
 __all__ = [
@@ -347,52 +348,17 @@ class ImageBuilder:
         previous = self.check_target(actor, plan)
         # Build labels override the Dockerfile's and the base image's: ownership is DS01's.
         labels = self.ownership_labels(actor, plan, self.read_dockerfile(actor, plan))
-        image, dockerfile_text, context_dir = plan.image, plan.dockerfile_text, plan.context_dir
-        network, ca_files = plan.network, plan.ca_files
-        log_path, log = self._open_log(actor, image)
-        current = BuildStep(0, 0, "preparing the build context")
-
-        def step(s: BuildStep) -> None:
-            nonlocal current
-            current = s
-            if on_progress is not None:
-                on_progress(BuildProgress(s.number, s.total, s.instruction))
-
-        def line(text: str) -> None:
-            log.write(text + "\n")
-            if on_progress is not None and not _STEP_HEADER.match(text):
-                on_progress(BuildProgress(current.number, current.total, current.instruction, text))
-
+        log_path, log = self._open_log(actor, plan.image)
+        relay = _ProgressRelay(log, on_progress)
         started = time.monotonic()
         with log:
-            log.write(f"# ds01 build of {image} for {actor.name}\n")
-            log.write(f"# started {self.ctx.clock.now().isoformat(timespec='seconds')}\n")
-            log.write(f"# context: {context_dir or 'minimal (Dockerfile and CA certificates)'}\n")
-            log.write("# ---- Dockerfile ----\n" + dockerfile_text.rstrip("\n") + "\n")
-            log.write("# ---- build output ----\n")
-            files = [ContextFile(DOCKERFILE_IN_CONTEXT, dockerfile_text.encode()), *ca_files]
-
-            def may_read(_path: Path, st: os.stat_result) -> bool:
-                # Decided from the user's rights, whoever DS01 runs as.
-                return readable_by(actor, st, enter=stat.S_ISDIR(st.st_mode))
-
+            _write_log_header(log, actor, plan, self.ctx.clock.now().isoformat(timespec="seconds"))
+            files = [
+                ContextFile(DOCKERFILE_IN_CONTEXT, plan.dockerfile_text.encode()),
+                *plan.ca_files,
+            ]
             try:
-                with tempfile.TemporaryFile(prefix="ds01-context-") as context:
-                    size = write_context(context, files, directory=context_dir, may_read=may_read)
-                    log.write(f"# build context: {size} bytes\n")
-                    outcome = run_build(
-                        self.ctx.engine,
-                        context,
-                        tag=image,
-                        dockerfile=DOCKERFILE_IN_CONTEXT,
-                        buildargs=network.build_args(),
-                        labels=labels,
-                        network_mode=self.ctx.settings.build.network,
-                        timeout=self.ctx.settings.build.timeout,
-                        nocache=nocache,
-                        on_step=step,
-                        on_line=line,
-                    )
+                outcome = self._run_build(actor, plan, files, labels, relay, nocache=nocache)
             except BuildError as exc:
                 log.write(f"# FAILED after {time.monotonic() - started:.1f} s: {exc.message}\n")
                 raise BuildError(
@@ -414,13 +380,47 @@ class ImageBuilder:
         if previous is not None and previous.id != outcome.image_id:
             self._drop_replaced(actor, previous)
         return BuildReport(
-            image=image,
+            image=plan.image,
             image_id=outcome.image_id,
             seconds=outcome.seconds,
             steps=outcome.steps,
             cached_steps=outcome.cached_steps,
             log=log_path,
         )
+
+    def _run_build(
+        self,
+        actor: Actor,
+        plan: BuildPlan,
+        files: list[ContextFile],
+        labels: dict[str, str],
+        relay: _ProgressRelay,
+        *,
+        nocache: bool,
+    ) -> BuildOutcome:
+        """Send the context (the files, and the user's directory if any) to the engine and
+        build it, with every output line going to the log and the progress display."""
+
+        def may_read(_path: Path, st: os.stat_result) -> bool:
+            # Decided from the user's rights, whoever DS01 runs as.
+            return readable_by(actor, st, enter=stat.S_ISDIR(st.st_mode))
+
+        with tempfile.TemporaryFile(prefix="ds01-context-") as context:
+            size = write_context(context, files, directory=plan.context_dir, may_read=may_read)
+            relay.log.write(f"# build context: {size} bytes\n")
+            return run_build(
+                self.ctx.engine,
+                context,
+                tag=plan.image,
+                dockerfile=DOCKERFILE_IN_CONTEXT,
+                buildargs=plan.network.build_args(),
+                labels=labels,
+                network_mode=self.ctx.settings.build.network,
+                timeout=self.ctx.settings.build.timeout,
+                nocache=nocache,
+                on_step=relay.step,
+                on_line=relay.line,
+            )
 
     def _drop_replaced(self, actor: Actor, previous: ImageInfo) -> None:
         """Remove the build a new one replaced: only an untagged DS01 image of this user
@@ -440,6 +440,38 @@ class ImageBuilder:
         except (EngineError, UsageError) as exc:
             # The new image is built and tagged; a leftover old one is only disk space.
             self.ctx.warnings.append(f"The previous build {short} was not removed: {exc}")
+
+
+class _ProgressRelay:
+    """Build output to the log (every line) and to the progress display (the current
+    step, and each line that is not a step header, since the display shows the step)."""
+
+    def __init__(self, log: IO[str], on_progress: ProgressFn | None) -> None:
+        self.log = log
+        self.on_progress = on_progress
+        self.current = BuildStep(0, 0, "preparing the build context")
+
+    def step(self, step: BuildStep) -> None:
+        self.current = step
+        if self.on_progress is not None:
+            self.on_progress(BuildProgress(step.number, step.total, step.instruction))
+
+    def line(self, text: str) -> None:
+        self.log.write(text + "\n")
+        if self.on_progress is not None and not _STEP_HEADER.match(text):
+            current = self.current
+            self.on_progress(
+                BuildProgress(current.number, current.total, current.instruction, text)
+            )
+
+
+def _write_log_header(log: IO[str], actor: Actor, plan: BuildPlan, now: str) -> None:
+    """What was built, for whom, when, from what: the log stands alone when read later."""
+    log.write(f"# ds01 build of {plan.image} for {actor.name}\n")
+    log.write(f"# started {now}\n")
+    log.write(f"# context: {plan.context_dir or 'minimal (Dockerfile and CA certificates)'}\n")
+    log.write("# ---- Dockerfile ----\n" + plan.dockerfile_text.rstrip("\n") + "\n")
+    log.write("# ---- build output ----\n")
 
 
 def _reason(exc: OSError) -> str:

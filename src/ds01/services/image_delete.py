@@ -32,6 +32,7 @@ from ds01.services.queue import process_queue_quietly
 if TYPE_CHECKING:
     from ds01.domain.actor import Actor
     from ds01.domain.containers import ContainerInfo
+    from ds01.domain.engine_types import ImageInfo
     from ds01.services.context import AppContext
 
 __all__ = ["DeleteResult", "ImageDeleter"]
@@ -81,63 +82,12 @@ class ImageDeleter:
         image = project_image_name(name, actor.name)
         # Refusals are recorded too: who tried to delete what, and why it was refused.
         with audited(self.ctx, actor, "image.delete", image) as audit:
-            engine = self.ctx.engine
-            info = engine.image(image)
-            if info is None:
-                raise NotFoundError(
-                    f"You have no image for the project {name!r} ({image}).",
-                    hint="See your images with 'ds01 image list'.",
-                    code=ErrorCode.UNKNOWN_IMAGE,
-                )
-            owner = image_owner(info)
-            if ImageLabels.decode(info.labels) is None or not owner:
-                raise RefusedError(
-                    f"{image} was not built by DS01, so DS01 does not delete it.",
-                    hint="Remove it with Docker if it is yours.",
-                    code=ErrorCode.NOT_DS01_IMAGE,
-                )
-            if owner != actor.name:
-                # The name is yours, the image is not: another user's project met yours.
-                raise RefusedError(
-                    f"{image} belongs to {owner}, not you; DS01 does not delete it.",
-                    hint="Image names join project and user names; this one is another "
-                    "user's project.",
-                    code=ErrorCode.NOT_OWNER,
-                )
-            other_tags = [t for t in info.tags if t != image]
-            if other_tags:
-                raise RefusedError(
-                    f"{image} is also tagged {', '.join(other_tags)}; removing the name would "
-                    "not remove the image, and nothing was removed.",
-                    hint="Remove the other tags first ('docker rmi TAG'), if they are yours.",
-                    code=ErrorCode.IMAGE_HAS_OTHER_TAGS,
-                )
-            if images_built_on(engine, info.id):
-                raise RefusedError(
-                    f"Other images are built on {image}; DS01 does not remove a base image, "
-                    "and nothing was removed.",
-                    hint="Delete the images built on it first (see 'ds01 image list').",
-                    code=ErrorCode.IMAGE_IS_BASE,
-                )
-            users = containers_using(engine, info.id)
-            others = [c for c in users if not actor.may_manage(c.owner, c.owner_uid)]
-            if others:
-                raise RefusedError(
-                    f"{image} is used by containers that are not yours: {_listed(others)}.",
-                    hint="Ask their owners (or an admin) to remove them first.",
-                    code=ErrorCode.IMAGE_IN_USE,
-                )
-            if users and not force:
-                raise UsageError(
-                    f"{image} is used by your containers {_listed(users)}; nothing was removed.",
-                    hint=f"Remove them first ('ds01 container remove NAME'), or run 'ds01 image "
-                    f"delete {name} --force' to stop and remove them together with the image.",
-                    code=ErrorCode.IMAGE_IN_USE,
-                )
+            info = self._own_image(actor, name, image)
+            users = self._check_removable(actor, name, image, info, force=force)
             removed: list[str] = []
             try:
                 self._remove_containers(actor, users, removed)
-                engine.remove_image(image)
+                self.ctx.engine.remove_image(image)
             except DS01Error as exc:
                 audit.add(id=info.id, removed_containers=removed)
                 if not users:
@@ -153,6 +103,71 @@ class ImageDeleter:
             stopped_containers=tuple(c.tag for c in users if c.state.is_active),
             dockerfile=str(dockerfile) if _is_plain_file(dockerfile) else None,
         )
+
+    def _own_image(self, actor: Actor, name: str, image: str) -> ImageInfo:
+        """The project's image, if DS01 built it for this actor (its maintainer label says
+        whose it is, not its name); refused otherwise."""
+        engine = self.ctx.engine
+        info = engine.image(image)
+        if info is None:
+            raise NotFoundError(
+                f"You have no image for the project {name!r} ({image}).",
+                hint="See your images with 'ds01 image list'.",
+                code=ErrorCode.UNKNOWN_IMAGE,
+            )
+        owner = image_owner(info)
+        if ImageLabels.decode(info.labels) is None or not owner:
+            raise RefusedError(
+                f"{image} was not built by DS01, so DS01 does not delete it.",
+                hint="Remove it with Docker if it is yours.",
+                code=ErrorCode.NOT_DS01_IMAGE,
+            )
+        if owner != actor.name:
+            # The name is yours, the image is not: another user's project met yours.
+            raise RefusedError(
+                f"{image} belongs to {owner}, not you; DS01 does not delete it.",
+                hint="Image names join project and user names; this one is another user's project.",
+                code=ErrorCode.NOT_OWNER,
+            )
+        return info
+
+    def _check_removable(
+        self, actor: Actor, name: str, image: str, info: ImageInfo, *, force: bool
+    ) -> list[ContainerInfo]:
+        """Everything that could stop the removal, checked before anything goes, so a
+        refusal changes nothing; the actor's containers of the image come back."""
+        engine = self.ctx.engine
+        other_tags = [t for t in info.tags if t != image]
+        if other_tags:
+            raise RefusedError(
+                f"{image} is also tagged {', '.join(other_tags)}; removing the name would "
+                "not remove the image, and nothing was removed.",
+                hint="Remove the other tags first ('docker rmi TAG'), if they are yours.",
+                code=ErrorCode.IMAGE_HAS_OTHER_TAGS,
+            )
+        if images_built_on(engine, info.id):
+            raise RefusedError(
+                f"Other images are built on {image}; DS01 does not remove a base image, "
+                "and nothing was removed.",
+                hint="Delete the images built on it first (see 'ds01 image list').",
+                code=ErrorCode.IMAGE_IS_BASE,
+            )
+        users = containers_using(engine, info.id)
+        others = [c for c in users if not actor.may_manage(c.owner, c.owner_uid)]
+        if others:
+            raise RefusedError(
+                f"{image} is used by containers that are not yours: {_listed(others)}.",
+                hint="Ask their owners (or an admin) to remove them first.",
+                code=ErrorCode.IMAGE_IN_USE,
+            )
+        if users and not force:
+            raise UsageError(
+                f"{image} is used by your containers {_listed(users)}; nothing was removed.",
+                hint=f"Remove them first ('ds01 container remove NAME'), or run 'ds01 image "
+                f"delete {name} --force' to stop and remove them together with the image.",
+                code=ErrorCode.IMAGE_IN_USE,
+            )
+        return users
 
     def _remove_containers(
         self, actor: Actor, containers: Sequence[ContainerInfo], removed: list[str]

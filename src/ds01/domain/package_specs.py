@@ -13,9 +13,9 @@ The tiers built from these entries are in :mod:`ds01.domain.packages`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -100,6 +100,9 @@ class AptSpec:
 
     def __str__(self) -> str:
         return self.text
+
+
+_Spec = TypeVar("_Spec", PipSpec, AptSpec)
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
@@ -238,28 +241,33 @@ def split_package_list(value: str) -> list[str]:
     return [word for word in re.split(r"[ \t]+", value) if word]
 
 
-def collect_pip(
-    items: Iterable[str], source: str, problems: list[tuple[str, str]]
-) -> list[PipSpec]:
-    specs: list[PipSpec] = []
+def _collect(
+    items: Iterable[str],
+    parse: Callable[[str], _Spec],
+    source: str,
+    problems: list[tuple[str, str]],
+) -> list[_Spec]:
+    # An entry ``parse`` rejects goes to ``problems`` instead, so that every offender is
+    # reported at once rather than one per attempt.
+    specs: list[_Spec] = []
     for item in items:
         try:
-            specs.append(pip_spec(item))
+            specs.append(parse(item))
         except _Rejected as exc:
             problems.append((f"{source} {excerpt(item)}", str(exc)))
     return specs
+
+
+def collect_pip(
+    items: Iterable[str], source: str, problems: list[tuple[str, str]]
+) -> list[PipSpec]:
+    return _collect(items, pip_spec, source, problems)
 
 
 def collect_apt(
     items: Iterable[str], source: str, problems: list[tuple[str, str]]
 ) -> list[AptSpec]:
-    specs: list[AptSpec] = []
-    for item in items:
-        try:
-            specs.append(apt_spec(item))
-        except _Rejected as exc:
-            problems.append((f"{source} {excerpt(item)}", str(exc)))
-    return specs
+    return _collect(items, apt_spec, source, problems)
 
 
 def parse_pip_specs(items: Iterable[str], *, source: str = "--pip") -> tuple[PipSpec, ...]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from ds01.domain.dockerfile import BuildNetwork, ImageSpec, ImageUser, render_dockerfile
+from ds01.domain.dockerfile import BuildNetwork, ImageSpec, ImageUser, _raw, render_dockerfile
 from ds01.domain.labels import ImageLabels
 from ds01.domain.package_specs import AptSpec, PipSpec
 from ds01.domain.packages import PackagePlan, Tier, TierName
@@ -545,3 +545,17 @@ def test_the_specs_image_name_and_labels() -> None:
         gid=1002,
         user="jane_doe",
     )
+
+
+@pytest.mark.parametrize(
+    ("template", "text"),
+    [
+        ("\\\nRUN a \\\n  b", "RUN a \\\n  b"),  # the backslash-newline that opens it goes
+        ("RUN a \\\n", "RUN a \\\n"),  # one at the end stays: it is a continuation
+        ("\\\n\\\nx", "\\\nx"),  # only one is removed
+        ("x", "x"),
+    ],
+)
+def test_raw_templates_lose_only_their_opening_backslash_newline(template: str, text: str) -> None:
+    # Called at import time for the templates: tested directly, as the templates are read once.
+    assert _raw(template) == text

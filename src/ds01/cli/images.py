@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import typer
 
 from ds01.cli.common import JSON_OPTION, flush_warnings, make_context, require
 from ds01.cli.options import APT_OPTION, ARCH_OPTION, PIP_OPTION, not_empty, text_option
+from ds01.cli.progress import LiveDisplay
 
 if TYPE_CHECKING:
     from ds01.services.image_build import BuildProgress
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Your custom images, built on AIME framework bases.", no_args_is_help=True)
 
 
-class BuildDisplay:
+class BuildDisplay(LiveDisplay):
     """Shows a build: on a terminal a live line (step N/M, its instruction, the latest
     output); without one, one plain line per step on stderr; with ``--json``, nothing."""
 
@@ -30,18 +30,6 @@ class BuildDisplay:
         self._progress: Any = None
         self._task: Any = None
         self._step = -1
-
-    def __enter__(self) -> BuildDisplay:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._progress is not None:
-            self._progress.stop()
 
     def _start(self) -> None:
         from rich.progress import (
@@ -246,8 +234,9 @@ def list_(
     views = ImageService(app_ctx).list_views(actor, all_users=all_users)
     if json_out:
         from ds01.cli.output import emit_json
+        from ds01.serialize import to_json
 
-        emit_json([v.to_dict() for v in views])
+        emit_json([to_json(v) for v in views])
         return
     from ds01.cli.output import print_table
 

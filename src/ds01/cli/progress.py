@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
-__all__ = ["PullProgress"]
+__all__ = ["LiveDisplay", "PullProgress"]
 
 
-class PullProgress:
-    """One bar per image layer; silent when disabled or when nothing is pulled."""
+class LiveDisplay:
+    """A live display (a rich ``Progress``, made on the first event) that stops when the
+    ``with`` block ends, so that nothing printed afterwards is drawn over; leaving twice
+    is harmless."""
 
-    def __init__(self, *, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self._progress: Any = None
-        self._tasks: dict[str, Any] = {}
+    _progress: Any = None
 
-    def __enter__(self) -> PullProgress:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -28,6 +27,15 @@ class PullProgress:
     ) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+
+class PullProgress(LiveDisplay):
+    """One bar per image layer; silent when disabled or when nothing is pulled."""
+
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
 
     def update(self, event: Mapping[str, Any]) -> None:
         if not self.enabled:

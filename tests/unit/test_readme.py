@@ -15,6 +15,7 @@ from ds01.cli.main import build_app
 from ds01.config.settings import Settings
 from ds01.domain.containers import ContainerInfo, ContainerState
 from ds01.errors import UsageError
+from ds01.serialize import to_json
 from ds01.services.containers import ContainerView, StatsView
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -78,8 +79,8 @@ def _documented_keys(command: str) -> str:
 def test_json_keys_of_container_list_and_stats_are_documented() -> None:
     info = ContainerInfo("id", "x._.1", "img", ContainerState.RUNNING, "Up", {}, datetime.now(UTC))
     for command, keys in (
-        ("container list", ContainerView.of(info).to_dict()),
-        ("container stats", StatsView("x", "x._.1", 1.0, 1, 2, 3, ()).to_dict()),
+        ("container list", to_json(ContainerView.of(info))),
+        ("container stats", to_json(StatsView("x", "x._.1", 1.0, 1, 2, 3, ()))),
     ):
         row = _documented_keys(command)
         for key in keys:

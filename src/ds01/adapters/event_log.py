@@ -24,13 +24,14 @@ import os
 import sqlite3
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from ds01.adapters.state_db import StateDB, warn
 from ds01.adapters.state_layout import EVENTS, is_admin_uid, open_shared_dir, owner_name
 from ds01.errors import DS01Error
+from ds01.serialize import json_key
 
 __all__ = ["Event", "EventLog"]
 
@@ -45,7 +46,7 @@ LEGACY_FILE = "legacy-db.jsonl"
 @dataclass(frozen=True)
 class Event:
     id: int
-    ts: str
+    ts: str = field(metadata=json_key("time"))
     actor: str
     action: str
     target: str | None
@@ -56,20 +57,6 @@ class Event:
     writer: str | None = None
     #: The writer could not have made this record (it names someone else as the actor).
     forged: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "time": self.ts,
-            "actor": self.actor,
-            "action": self.action,
-            "target": self.target,
-            "result": self.result,
-            "owner": self.owner,
-            "details": self.details,
-            "writer": self.writer,
-            "forged": self.forged,
-        }
 
 
 @dataclass(frozen=True)

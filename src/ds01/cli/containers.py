@@ -89,8 +89,9 @@ def create(
         flush_warnings(app_ctx)
         if json_out:
             from ds01.cli.output import emit_json
+            from ds01.serialize import to_json
 
-            emit_json(result.to_dict())
+            emit_json(to_json(result))
             return
         from ds01.cli.output import console
 
@@ -217,8 +218,9 @@ def list_(
     views = ContainerService(app_ctx).list_views(actor, all_users=all_users)
     if json_out:
         from ds01.cli.output import emit_json
+        from ds01.serialize import to_json
 
-        emit_json([v.to_dict() for v in views])
+        emit_json([to_json(v) for v in views])
         return
     from ds01.cli.output import print_table
 
@@ -254,8 +256,9 @@ def stats(ctx: typer.Context, json_out: bool = JSON_OPTION) -> None:
     views = ContainerService(app_ctx).stats(app_ctx.own_actor())
     if json_out:
         from ds01.cli.output import emit_json
+        from ds01.serialize import to_json
 
-        emit_json([v.to_dict() for v in views])
+        emit_json([to_json(v) for v in views])
         return
     from ds01.cli.output import print_table
 

@@ -34,8 +34,9 @@ def events(
     flush_warnings(app_ctx)
     if json_out:
         from ds01.cli.output import emit_json
+        from ds01.serialize import to_json
 
-        emit_json([e.to_dict() for e in rows])
+        emit_json([to_json(e) for e in rows])
         return
     from ds01.cli.output import print_table
 

@@ -234,8 +234,9 @@ def list_(
     views = ImageService(app_ctx).list_views(actor, all_users=all_users)
     if json_out:
         from ds01.cli.output import emit_json
+        from ds01.serialize import to_json
 
-        emit_json([v.to_dict() for v in views])
+        emit_json([to_json(v) for v in views])
         return
     from ds01.cli.output import print_table
 

@@ -97,8 +97,9 @@ def user_setup(
     flush_warnings(app_ctx)
     if json_out:
         from ds01.cli.output import emit_json
+        from ds01.serialize import to_json
 
-        emit_json(report.to_dict())
+        emit_json(to_json(report))
         raise typer.Exit(1 if report.failed else 0)
     _print_checks(report, quick=quick, guide=guide)
     if quick or not terminal:
@@ -298,8 +299,9 @@ def _project_wizard(
     flush_warnings(app_ctx)
     if json_out:
         from ds01.cli.output import emit_json
+        from ds01.serialize import to_json
 
-        emit_json(result.to_dict())
+        emit_json(to_json(result))
         return
     for line in result.notes:
         guide.note(f"note: {line}")

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from ds01.config.yaml_guard import ALIAS_HINT, MAX_DEPTH, check_aliases
 from ds01.errors import ConfigError, ErrorCode
+from ds01.serialize import to_json
 
 __all__ = [
     "KeyPath",
@@ -65,9 +66,6 @@ class Problem:
     def render(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
         return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "line": self.line, "key": self.key, "message": self.message}
 
 
 def dotted(path: Sequence[str | int]) -> str:
@@ -185,7 +183,7 @@ def _syntax_error(exc: yaml.MarkedYAMLError, filename: str) -> ConfigError:
         problem.render(),
         hint="Fix the YAML syntax at that line (indentation, a missing ':' or quote).",
         code=ErrorCode.BAD_CONFIG,
-        details={"file": filename, "problems": [problem.to_dict()]},
+        details={"file": filename, "problems": [to_json(problem)]},
     )
 
 
@@ -263,7 +261,7 @@ def problems_error(problems: Sequence[Problem], *, hint: str | None = None) -> C
         hint=hint,
         details={
             "file": ordered[0].file if ordered else None,
-            "problems": [p.to_dict() for p in ordered],
+            "problems": [to_json(p) for p in ordered],
         },
     )
 

@@ -54,7 +54,7 @@ LOGIN_SHELL = "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec 
 
 @dataclass(frozen=True)
 class ContainerView:
-    """One row of ``container list``; ``to_dict`` gives the stable ``--json`` object."""
+    """One row of ``container list``; ``to_json`` gives the stable ``--json`` object."""
 
     name: str
     container: str
@@ -89,23 +89,6 @@ class ContainerView:
             managed_by="ds01" if labels and labels.ds01_managed else "aime",
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "container": self.container,
-            "user": self.user,
-            "status": self.status,
-            "state": self.state,
-            "image": self.image,
-            "framework": self.framework,
-            "arch": self.arch,
-            "gpus": list(self.gpus),
-            "gpu_equivalents": self.gpu_equivalents,
-            "created": self.created,
-            "workspace": self.workspace,
-            "managed_by": self.managed_by,
-        }
-
 
 @dataclass(frozen=True)
 class StatsView:
@@ -118,17 +101,6 @@ class StatsView:
     memory_limit_bytes: int | None
     pids: int | None
     gpus: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "container": self.container,
-            "cpu_percent": self.cpu_percent,
-            "memory_bytes": self.memory_bytes,
-            "memory_limit_bytes": self.memory_limit_bytes,
-            "pids": self.pids,
-            "gpus": list(self.gpus),
-        }
 
 
 @dataclass(frozen=True)

@@ -63,20 +63,6 @@ class CreateResult:
     limits: Mapping[str, Any]
     queued: int | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "container": self.container,
-            "image": self.image,
-            "framework": self.framework,
-            "arch": self.arch,
-            "workspace": self.workspace,
-            "gpus": list(self.gpus),
-            "gpu_equivalents": self.gpu_equivalents,
-            "limits": dict(self.limits),
-            "queued": self.queued,
-        }
-
 
 ProgressFn = Callable[[Mapping[str, Any]], None]
 

@@ -157,9 +157,6 @@ class ImageView:
     created: str | None
     id: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return _listed_fields(asdict(self))
-
 
 @dataclass(frozen=True)
 class _Draft:

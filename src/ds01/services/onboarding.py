@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ds01.domain.naming import container_tag
 from ds01.errors import DS01Error, ErrorCode, UsageError
@@ -60,43 +60,29 @@ class Check:
     details: tuple[str, ...] = ()
     fix: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "title": self.title,
-            "status": self.status.value,
-            "summary": self.summary,
-            "details": list(self.details),
-            "fix": self.fix,
-        }
-
 
 @dataclass(frozen=True)
 class SetupReport:
-    """All checks, plus the facts the wizard continues with."""
+    """All checks, plus the facts the wizard continues with.
 
+    ``ok`` (no check failed) is computed, and first in the ``--json`` object."""
+
+    ok: bool = field(init=False)
     checks: tuple[Check, ...]
     workspace: Path
     projects: tuple[str, ...] = ()
     ssh_public_key: Path | None = None
     host: str = field(default_factory=socket.getfqdn)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ok", all(c.status is not CheckStatus.FAIL for c in self.checks))
+
     @property
     def failed(self) -> bool:
-        return any(c.status is CheckStatus.FAIL for c in self.checks)
+        return not self.ok
 
     def check(self, key: str) -> Check | None:
         return next((c for c in self.checks if c.key == key), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": not self.failed,
-            "checks": [c.to_dict() for c in self.checks],
-            "workspace": str(self.workspace),
-            "projects": list(self.projects),
-            "ssh_public_key": str(self.ssh_public_key) if self.ssh_public_key else None,
-            "host": self.host,
-        }
 
 
 class OnboardingService:

@@ -20,7 +20,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -188,7 +188,7 @@ class ProjectInitRequest:
 
 @dataclass(frozen=True)
 class ProjectInitResult:
-    """What ``project-init`` made and kept; ``to_dict`` is the ``--json`` object."""
+    """What ``project-init`` made and kept; ``to_json`` gives the ``--json`` object."""
 
     name: str
     path: str
@@ -200,9 +200,6 @@ class ProjectInitResult:
     kept: tuple[str, ...]  # files that existed and were left alone
     git: str  # "committed", "existing repository", "skipped: ...", "failed: ..."
     notes: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)

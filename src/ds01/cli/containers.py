@@ -25,6 +25,7 @@ from ds01.cli.options import (
 from ds01.errors import EXIT_NO_CAPACITY
 
 if TYPE_CHECKING:
+    from ds01.services.containers import ContainerView
     from ds01.services.context import AppContext
 
 app = typer.Typer(
@@ -211,40 +212,26 @@ def list_(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """List your containers in every state (AIME's and DS01's)."""
+    from ds01.cli.output import print_listing
     from ds01.services.containers import ContainerService
 
     app_ctx = make_context(ctx)
     actor = app_ctx.actor if all_users else app_ctx.own_actor()
     views = ContainerService(app_ctx).list_views(actor, all_users=all_users)
-    if json_out:
-        from ds01.cli.output import emit_json
-        from ds01.serialize import to_json
-
-        emit_json([to_json(v) for v in views])
-        return
-    from ds01.cli.output import print_table
-
-    columns = ["NAME", "STATUS", "FRAMEWORK", "GPUS", "IMAGE"]
-    if all_users:
-        columns.insert(1, "USER")
-    rows = []
-    for v in views:
-        row = [v.name, v.status, v.framework, _gpu_cell(v.gpus, v.gpu_equivalents), v.image]
-        if all_users:
-            row.insert(1, v.user or "?")
-        rows.append(row)
-    print_table(
-        None,
-        columns,
-        rows,
+    print_listing(
+        views,
+        json_out=json_out,
+        columns=("NAME", "STATUS", "FRAMEWORK", "GPUS", "IMAGE"),
+        cells=lambda v: [v.name, v.status, v.framework, _gpu_cell(v), v.image],
+        owner=(lambda v: v.user or "?") if all_users else None,
         empty="No containers yet. Create one: ds01 container create NAME pytorch",
     )
 
 
-def _gpu_cell(gpus: tuple[str, ...], equivalents: float) -> str:
-    if not gpus:
+def _gpu_cell(view: ContainerView) -> str:
+    if not view.gpus:
         return "-"
-    return f"{len(gpus)} ({equivalents:g} eq)"
+    return f"{len(view.gpus)} ({view.gpu_equivalents:g} eq)"
 
 
 @app.command("stats")

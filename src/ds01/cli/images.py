@@ -12,7 +12,7 @@ from ds01.cli.progress import LiveDisplay
 
 if TYPE_CHECKING:
     from ds01.services.image_build import BuildProgress
-    from ds01.services.images import ImageResult
+    from ds01.services.images import ImageResult, ImageView
 
 app = typer.Typer(help="Your custom images, built on AIME framework bases.", no_args_is_help=True)
 
@@ -227,32 +227,26 @@ def list_(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """List your custom images."""
+    from ds01.cli.output import print_listing
     from ds01.services.images import ImageService
 
     app_ctx = make_context(ctx)
     actor = app_ctx.actor if all_users else app_ctx.own_actor()
     views = ImageService(app_ctx).list_views(actor, all_users=all_users)
-    if json_out:
-        from ds01.cli.output import emit_json
-        from ds01.serialize import to_json
-
-        emit_json([to_json(v) for v in views])
-        return
-    from ds01.cli.output import print_table
-
-    columns = ["NAME", "IMAGE", "BASE", "TIERS", "SIZE", "CREATED"]
-    if all_users:
-        columns.insert(1, "USER")
-    rows = []
-    for v in views:
-        created = (v.created or "")[:16].replace("T", " ")
-        row = [v.name, v.image, v.base, ",".join(v.tiers), _size(v.size_bytes), created]
-        if all_users:
-            row.insert(1, v.user)
-        rows.append(row)
-    print_table(
-        None, columns, rows, empty="No custom images yet. Build one: ds01 image create NAME"
+    print_listing(
+        views,
+        json_out=json_out,
+        columns=("NAME", "IMAGE", "BASE", "TIERS", "SIZE", "CREATED"),
+        cells=_image_cells,
+        owner=(lambda v: v.user) if all_users else None,
+        empty="No custom images yet. Build one: ds01 image create NAME",
     )
+
+
+def _image_cells(view: ImageView) -> list[Any]:
+    created = (view.created or "")[:16].replace("T", " ")
+    tiers = ",".join(view.tiers)
+    return [view.name, view.image, view.base, tiers, _size(view.size_bytes), created]
 
 
 def _size(value: int) -> str:

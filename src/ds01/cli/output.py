@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["console", "emit_json", "error_console", "print_table", "warn"]
+__all__ = ["console", "emit_json", "error_console", "print_listing", "print_table", "warn"]
 
 _consoles: dict[bool, Console] = {}
+
+_View = TypeVar("_View")
 
 
 def console(*, stderr: bool = False) -> Console:
@@ -70,3 +72,29 @@ def print_table(
     for row in rows:
         table.add_row(*(_escape("" if v is None else str(v)) for v in row))
     console().print(table)
+
+
+def print_listing(
+    views: Sequence[_View],
+    *,
+    json_out: bool,
+    columns: Sequence[str],
+    cells: Callable[[_View], list[Any]],
+    owner: Callable[[_View], str] | None,
+    empty: str,
+) -> None:
+    """What a ``list`` command prints: with ``--json`` the views as a JSON array, else a
+    table of ``cells`` per view. ``owner`` is given for a listing of every user's
+    (``--all``): the owner then fills a USER column, second, after the name."""
+    if json_out:
+        from ds01.serialize import to_json
+
+        emit_json([to_json(v) for v in views])
+        return
+    header = list(columns)
+    rows = [cells(v) for v in views]
+    if owner is not None:
+        header.insert(1, "USER")
+        for view, row in zip(views, rows, strict=True):
+            row.insert(1, owner(view))
+    print_table(None, header, rows, empty=empty)

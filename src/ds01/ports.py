@@ -8,14 +8,32 @@ implementation without patching import paths.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
+from ds01.domain.actor import Actor
 from ds01.domain.containers import ContainerInfo, ContainerSpec
 from ds01.domain.devices import Inventory
-from ds01.domain.engine_types import ContainerDetails, ContainerFile, ExecResult, ImageInfo
+from ds01.domain.engine_types import (
+    BuildOutcome,
+    BuildStep,
+    ContainerDetails,
+    ContainerFile,
+    ExecResult,
+    ImageInfo,
+)
 
-__all__ = ["Clock", "ContainerEngine", "EventSink", "GpuInventory", "Notifier"]
+__all__ = [
+    "Accounts",
+    "BuildEngine",
+    "Clock",
+    "ContainerEngine",
+    "EventSink",
+    "GpuInventory",
+    "MountProbe",
+    "Notifier",
+]
 
 
 class Clock(Protocol):
@@ -196,4 +214,70 @@ class ContainerEngine(Protocol):
 
     def onbuild_triggers(self, ref: str) -> list[str]:
         """The local image's ``ONBUILD`` triggers; ``[]`` when none or not present."""
+        ...
+
+
+class BuildEngine(Protocol):
+    """Builds an image from a tar context (the classic builder's semantics).
+
+    Separate from :class:`ContainerEngine` because only a real engine can run a build:
+    the in-memory engine has none, and services that never build need not care.
+    """
+
+    def build(
+        self,
+        context: IO[bytes],
+        *,
+        tag: str,
+        dockerfile: str = "Dockerfile",
+        buildargs: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        network_mode: str | None = None,
+        timeout: float = 3600.0,
+        nocache: bool = False,
+        on_step: Callable[[BuildStep], None] | None = None,
+        on_line: Callable[[str], None] | None = None,
+    ) -> BuildOutcome:
+        """Build ``context`` and tag the result ``tag``; raises BuildError on a failed step."""
+        ...
+
+
+class MountProbe(Protocol):
+    """Looks at what a running container has mounted, from outside it: the host's
+    ``/proc/<pid>/root`` (:class:`ds01.adapters.mounted.ProcMountProbe`), or, for the
+    in-memory engine, its record (:class:`ds01.adapters.memory_engine.MemoryMountProbe`).
+
+    Errors are ``OSError``: ``ESRCH``/``EACCES``/``EPERM`` mean the process cannot be
+    looked into at all; any other (``ENOENT``, ``ELOOP``) that nothing the checked
+    directory's identity is mounted at that target.
+    """
+
+    def open_process(self, pid: int) -> AbstractContextManager[int]:
+        """Pin the process ``pid``; the handle stands for it in the calls below."""
+        ...
+
+    def wait_until_readable(self, handle: int) -> None:
+        """Until the process's root can be looked into (bounded; raises when not)."""
+        ...
+
+    def identity_at(self, handle: int, target: str) -> tuple[int, int]:
+        """``(st_dev, st_ino)`` of what is mounted at ``target``, no link followed."""
+        ...
+
+
+class Accounts(Protocol):
+    """The host's user accounts: the system's passwd and group databases
+    (:class:`ds01.adapters.identity.SystemAccounts`), or a table in tests
+    (:class:`ds01.adapters.memory_accounts.MemoryAccounts`). Who is *calling* never comes
+    from here but from the kernel (:func:`ds01.adapters.identity.resolve_actor`)."""
+
+    def actor(
+        self, user: str, *, admin_group: str | None = None, with_groups: bool = True
+    ) -> Actor:
+        """The account ``user`` (a name, or a uid in digits); exit 2 (``unknown_user``)
+        when there is none. ``admin_group`` decides ``is_admin``."""
+        ...
+
+    def uid(self, user: str) -> int | None:
+        """The uid of the account named ``user``; ``None`` when there is none."""
         ...

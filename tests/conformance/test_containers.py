@@ -5,6 +5,7 @@ containers/gpus/recovery, the state machine in containers/enforce)."""
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -224,12 +225,24 @@ def test_top_shows_init_and_the_main_process(rig: Rig, engine: ContainerEngine) 
     engine.create(spec)
     engine.start(spec.tag)
     pid = engine.inspect(spec.tag).pid
-    rows = engine.top(spec.tag)
+    rows = _top_once_the_child_runs(engine, spec.tag)
     columns = {"UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"}
     assert [set(r) for r in rows] == [columns, columns]
     init, main = rows
     assert (init["PID"], init["CMD"]) == (str(pid), "/sbin/docker-init -- sleep infinity")
     assert (main["PPID"], main["CMD"]) == (str(pid), "sleep infinity")
+
+
+def _top_once_the_child_runs(engine: ContainerEngine, tag: str) -> list[dict[str, str]]:
+    """``start`` returns before docker-init has forked its child: ask again (bounded)
+    until the child is there, so the assertion never depends on the machine's load."""
+    rows = engine.top(tag)
+    for _ in range(500):
+        if len(rows) >= 2:
+            break
+        time.sleep(0.01)
+        rows = engine.top(tag)
+    return rows
 
 
 def test_top_and_exec_need_a_running_container(rig: Rig, engine: ContainerEngine) -> None:
@@ -276,7 +289,10 @@ def test_engine_facts(engine: ContainerEngine) -> None:
 
 def test_not_found_is_a_usage_error(rig: Rig, engine: ContainerEngine) -> None:
     # Services catch NotFoundError; callers that catch UsageError must see it too.
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match=r"^inspect container '.*missing': not found") as a:
         engine.inspect(rig.name("missing"))
-    with pytest.raises(NotFoundError):
+    assert isinstance(a.value, NotFoundError)
+    assert a.value.code == "not_found"
+    with pytest.raises(NotFoundError, match=r"^start container '.*missing': not found") as b:
         engine.start(rig.name("missing"))
+    assert b.value.code == "not_found"

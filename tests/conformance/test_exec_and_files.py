@@ -93,7 +93,7 @@ def test_put_archive_into_a_missing_directory_is_not_found(
 ) -> None:
     spec = rig.spec("a")
     engine.create(spec)
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match=r"^copy files into '.*': not found"):
         engine.put_archive(spec.tag, f"/{rig.prefix}-missing", _tar())
 
 

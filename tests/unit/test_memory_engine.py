@@ -12,17 +12,17 @@ import tarfile
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 
 from ds01.adapters.clock import FixedClock
-from ds01.adapters.memory_engine import ExecCall, MemoryEngine
+from ds01.adapters.memory_engine import ExecCall, MemoryEngine, MemoryMountProbe
 from ds01.adapters.memory_images import epoch
 from ds01.adapters.memory_status import human_duration
+from ds01.adapters.mounted import ProcMountProbe
 from ds01.domain.containers import ContainerSpec, ContainerState, Mount
 from ds01.domain.engine_types import ContainerFile, ExecResult
-from ds01.errors import EngineError, NotFoundError, UsageError
+from ds01.errors import EngineError, ErrorCode, NotFoundError, UsageError
 from ds01.services.mount_verify import verify_mounted
 from ds01.services.mounts import CheckedMount
 
@@ -112,8 +112,9 @@ def test_sessions_show_in_top_and_stats_until_stop() -> None:
     engine.start("c1")
     assert len(engine.top("c1")) == 2
     engine.stop("c1")
-    with pytest.raises(UsageError):  # a stopped container has no sessions
+    with pytest.raises(UsageError, match="is not running") as caught:  # no sessions when stopped
         engine.add_session("c1", "bash")
+    assert caught.value.code == "conflict"
 
 
 def test_set_stats_and_set_state() -> None:
@@ -134,9 +135,10 @@ def test_set_stats_and_set_state() -> None:
 def test_fail_next_raises_once() -> None:
     engine, _ = _engine()
     engine.create(_spec())
-    engine.fail_next("start", EngineError("the engine stopped", code="engine_down"))
-    with pytest.raises(EngineError):
+    engine.fail_next("start", EngineError("the engine stopped", code=ErrorCode.ENGINE_DOWN))
+    with pytest.raises(EngineError, match=r"^the engine stopped$") as caught:
         engine.start("c1")
+    assert caught.value.code == "engine_down"
     assert engine.inspect("c1").info.state is ContainerState.CREATED
     engine.start("c1")
     assert engine.inspect("c1").info.state is ContainerState.RUNNING
@@ -153,7 +155,7 @@ def test_pull_copies_from_the_registry() -> None:
         "Pulling from vendor/pytorch:2",
         "Status: Downloaded newer image for vendor/pytorch:2",
     ]
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match=r"^pull 'vendor/missing:1': not found"):
         engine.pull("vendor/missing:1")
 
 
@@ -215,14 +217,50 @@ def test_human_duration_words_it_as_docker(seconds: float, text: str) -> None:
     assert human_duration(timedelta(seconds=seconds)) == text
 
 
-def test_mount_verification_finds_no_process(tmp_path: Path) -> None:
-    """Its pids are no host's: a service's look into /proc/<pid> fails safe (exit 1)
-    instead of reading a stranger's mounts."""
+def test_mount_verification_through_proc_finds_no_process(tmp_path: Path) -> None:
+    """Its pids are no host's: the host's /proc probe fails safe (exit 1) instead of
+    reading a stranger's mounts."""
     engine, _ = _engine()
     engine.create(replace(_spec(), mounts=(Mount(str(tmp_path), "/workspace"),)))
     engine.start("c1")
     st = os.stat(tmp_path)
     checked = (CheckedMount(Mount(str(tmp_path), "/workspace"), st.st_dev, st.st_ino),)
     with pytest.raises(EngineError) as caught:
-        verify_mounted(cast(Any, engine), "c1", checked, what_next="removed")
+        verify_mounted(engine, ProcMountProbe(), "c1", checked, what_next="removed")
     assert caught.value.code == "mount_unverified"
+
+
+def test_memory_probe_sees_what_the_source_resolved_to_at_start(tmp_path: Path) -> None:
+    """The memory probe answers from the start: the checked directory passes; a directory
+    swapped for a link before the start is what "Docker" mounted, and is refused."""
+    engine, _ = _engine()
+    work = tmp_path / "work"
+    work.mkdir()
+    other = tmp_path / "other"
+    other.mkdir()
+    engine.create(replace(_spec(), mounts=(Mount(str(work), "/workspace"),)))
+    st = os.stat(work)
+    checked = (CheckedMount(Mount(str(work), "/workspace"), st.st_dev, st.st_ino),)
+    engine.start("c1")
+    verify_mounted(engine, MemoryMountProbe(engine), "c1", checked, what_next="removed")
+
+    engine.stop("c1")
+    work.rmdir()
+    work.symlink_to(other)  # the race: swapped between the check and the start
+    engine.start("c1")
+    with pytest.raises(UsageError, match="What Docker mounted at /workspace is not the") as c:
+        verify_mounted(engine, MemoryMountProbe(engine), "c1", checked, what_next="removed")
+    assert c.value.code == "mount_changed"
+    assert c.value.details == {"target": "/workspace", "source": str(work)}
+
+
+def test_memory_probe_knows_no_stopped_container(tmp_path: Path) -> None:
+    engine, _ = _engine()
+    engine.create(replace(_spec(), mounts=(Mount(str(tmp_path), "/workspace"),)))
+    engine.start("c1")
+    pid = engine.inspect("c1").pid
+    assert pid is not None
+    engine.stop("c1")
+    probe = MemoryMountProbe(engine)
+    with pytest.raises(ProcessLookupError, match="no such process"), probe.open_process(pid):
+        pass

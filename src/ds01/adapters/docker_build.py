@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ds01.adapters.user_fs import open_real_dir as walk_real_directory
-from ds01.domain.containers import ContainerInfo
-from ds01.errors import BuildError, EngineError, ErrorCode, NotFoundError, UsageError
+from ds01.domain.engine_types import BuildOutcome, BuildStep
+from ds01.errors import BuildError, EngineError, ErrorCode, UsageError
 
 if TYPE_CHECKING:
     from ds01.adapters.docker_engine import DockerEngine
@@ -47,10 +47,8 @@ __all__ = [
     "BuildStep",
     "BuildStream",
     "ContextFile",
+    "DockerBuildEngine",
     "MayRead",
-    "containers_using",
-    "images_built_on",
-    "onbuild_triggers",
     "run_build",
     "write_context",
 ]
@@ -62,25 +60,6 @@ _NOISE = re.compile(r" ---> (?:Running in )?[0-9a-f]{12}|Removing intermediate c
 _CACHE_HIT = " ---> Using cache"
 _EXITED = re.compile(r"The command .* returned a non-zero code: (\d+)", re.DOTALL)
 TAIL_LINES = 20
-
-
-@dataclass(frozen=True)
-class BuildStep:
-    """One Dockerfile instruction as the builder announces it."""
-
-    number: int
-    total: int
-    instruction: str
-
-
-@dataclass(frozen=True)
-class BuildOutcome:
-    """A finished, tagged build."""
-
-    image_id: str
-    steps: int
-    cached_steps: int
-    seconds: float
 
 
 def _clean(line: str) -> str:
@@ -522,30 +501,36 @@ def _unreadable(path: Path, why: str) -> UsageError:
 # ------------------------------------------------------------------ images in use
 
 
-def containers_using(engine: DockerEngine, image_id: str) -> list[ContainerInfo]:
-    """Containers in every state created from exactly the image ``image_id``."""
-    with engine.translate_errors(f"list containers of image {image_id[:19]}"):
-        rows = engine.api.containers(all=True, filters={"ancestor": image_id})
-    # "ancestor" also matches images built on top of this one: keep exact matches only.
-    ids = [str(r["Id"]) for r in rows if r.get("ImageID") == image_id]
-    return [engine.inspect(i).info for i in ids]
+class DockerBuildEngine:
+    """The :class:`ds01.ports.BuildEngine` of a Docker engine: :func:`run_build`."""
 
+    def __init__(self, engine: DockerEngine) -> None:
+        self.engine = engine
 
-def images_built_on(engine: DockerEngine, image_id: str) -> list[str]:
-    """Ids of the images (intermediate ones included) whose parent is ``image_id``: an
-    image that others are built on is a base, and removing it would only untag it."""
-    with engine.translate_errors(f"list images built on {image_id[:19]}"):
-        rows = engine.api.images(all=True)
-    return [str(r["Id"]) for r in rows if r.get("ParentId") == image_id]
-
-
-def onbuild_triggers(engine: DockerEngine, ref: str) -> list[str]:
-    """The ONBUILD triggers of the local image ``ref`` (they run in a build on it);
-    ``[]`` when it has none or is not on this host."""
-    try:
-        with engine.translate_errors(f"inspect image {ref!r}"):
-            data = engine.api.inspect_image(ref)
-    except NotFoundError:
-        return []  # not here: nothing of it is read from this host
-    config = data.get("Config") or {}
-    return [str(t) for t in config.get("OnBuild") or ()]
+    def build(
+        self,
+        context: IO[bytes],
+        *,
+        tag: str,
+        dockerfile: str = "Dockerfile",
+        buildargs: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        network_mode: str | None = None,
+        timeout: float = 3600.0,
+        nocache: bool = False,
+        on_step: Callable[[BuildStep], None] | None = None,
+        on_line: Callable[[str], None] | None = None,
+    ) -> BuildOutcome:
+        return run_build(
+            self.engine,
+            context,
+            tag=tag,
+            dockerfile=dockerfile,
+            buildargs=buildargs,
+            labels=labels,
+            network_mode=network_mode,
+            timeout=timeout,
+            nocache=nocache,
+            on_step=on_step,
+            on_line=on_line,
+        )

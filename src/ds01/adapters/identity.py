@@ -11,7 +11,7 @@ from dataclasses import replace
 from ds01.domain.actor import Actor
 from ds01.errors import ErrorCode, RefusedError, UsageError
 
-__all__ = ["actor_for_user", "require_non_root", "resolve_actor", "user_groups"]
+__all__ = ["SystemAccounts", "actor_for_user", "require_non_root", "resolve_actor", "user_groups"]
 
 
 def user_groups(name: str, gid: int) -> tuple[str, ...]:
@@ -113,3 +113,18 @@ def require_non_root(actor: Actor) -> Actor:
             code=ErrorCode.ROOT_REFUSED,
         )
     return actor
+
+
+class SystemAccounts:
+    """The :class:`ds01.ports.Accounts` of this host: passwd and group databases."""
+
+    def actor(
+        self, user: str, *, admin_group: str | None = None, with_groups: bool = True
+    ) -> Actor:
+        return actor_for_user(user, admin_group=admin_group, with_groups=with_groups)
+
+    def uid(self, user: str) -> int | None:
+        try:
+            return pwd.getpwnam(user).pw_uid
+        except KeyError:
+            return None

@@ -10,9 +10,9 @@ runs the same tests against both, so the two cannot drift apart.
 
 What it does not model, and services must not expect from it: processes really running
 (``exec`` answers from a table, nothing runs); ``/proc/<pid>`` of a container (its pids
-are above any host's ``pid_max``, so
-:func:`ds01.services.mount_verify.verify_mounted` finds no process and answers
-``mount_unverified``, never another process's mounts); cgroups; an NVIDIA runtime
+are above any host's ``pid_max``, so the host's probe finds no process and answers
+``mount_unverified``, never another process's mounts; :class:`MemoryMountProbe` answers
+from what each bind source resolved to at start instead); cgroups; an NVIDIA runtime
 refusing a device (``start`` of a container with device requests succeeds); a registry
 (``pull`` copies an image seeded with ``add_image(..., local=False)``); builds.
 
@@ -25,11 +25,12 @@ Seeding, for tests::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import tarfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -42,7 +43,7 @@ from ds01.domain.engine_types import ContainerDetails, ContainerFile, ExecResult
 from ds01.errors import DS01Error, ErrorCode, NotFoundError, UsageError
 from ds01.ports import Clock
 
-__all__ = ["ExecCall", "MemoryEngine"]
+__all__ = ["ExecCall", "MemoryEngine", "MemoryMountProbe"]
 
 _FILE_TYPE = 0o100000  # S_IFREG, as Docker's archive reports a regular file's mode
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -80,6 +81,9 @@ class _Container:
     exit_code: int = 0
     sessions: list[tuple[int, str]] = field(default_factory=list)
     written: dict[str, int] = field(default_factory=dict)  # path -> docker diff kind
+    # What each bind target resolved to at the last start, as Docker resolves a source
+    # path then (following links): (st_dev, st_ino). Read by MemoryMountProbe.
+    mounted: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 class MemoryEngine:
@@ -172,6 +176,7 @@ class MemoryEngine:
         now = self.clock.now()
         if state.is_active and not box.state.is_active:
             box.started_at, box.pid = now, self._new_pid()
+            box.mounted = _resolve_mounts(box.spec)
         if not state.is_active and box.state.is_active:
             box.finished_at, box.pid, box.sessions = now, None, []
         box.state, box.exit_code = state, exit_code
@@ -179,6 +184,15 @@ class MemoryEngine:
     def fail_next(self, operation: str, error: DS01Error) -> None:
         """The next call of the method ``operation`` (``"start"``) raises ``error``."""
         self._failures.setdefault(operation, []).append(error)
+
+    def mounted_at(self, pid: int, target: str) -> tuple[int, int] | None:
+        """What the running container whose main process is ``pid`` has mounted at
+        ``target`` (``(st_dev, st_ino)`` as resolved at its start); ``None``: nothing.
+        Raises ``ProcessLookupError`` when no running container has that pid."""
+        for box in self._containers.values():
+            if box.pid == pid and box.state.is_active:
+                return box.mounted.get(target)
+        raise ProcessLookupError(pid, "no such process")
 
     # -- engine facts -----------------------------------------------------------------
 
@@ -497,6 +511,17 @@ def _container_id(count: int, name: str) -> str:
     return hashlib.sha256(f"container:{count}:{name}".encode()).hexdigest()
 
 
+def _resolve_mounts(spec: ContainerSpec) -> dict[str, tuple[int, int]]:
+    out: dict[str, tuple[int, int]] = {}
+    for m in spec.mounts:
+        try:
+            st = os.stat(m.source)  # follows links, as Docker does at start
+        except OSError:
+            continue
+        out[m.target] = (st.st_dev, st.st_ino)
+    return out
+
+
 def _host_path_exists(path: str) -> bool:
     # Docker resolves bind sources on the host at create; so does this engine.
     return os.path.exists(path)
@@ -542,3 +567,25 @@ def _host_config(spec: ContainerSpec) -> dict[str, Any]:
         "Init": True,
         "Ulimits": [{"Name": k, "Soft": v, "Hard": v} for k, v in spec.ulimits.items()] or None,
     }
+
+
+class MemoryMountProbe:
+    """The :class:`ds01.ports.MountProbe` of a :class:`MemoryEngine`: what a container
+    "has mounted" is what its bind sources resolved to when it started."""
+
+    def __init__(self, engine: MemoryEngine) -> None:
+        self.engine = engine
+
+    @contextlib.contextmanager
+    def open_process(self, pid: int) -> Iterator[int]:
+        self.engine.mounted_at(pid, "/")  # raises ProcessLookupError (an OSError) if none
+        yield pid
+
+    def wait_until_readable(self, handle: int) -> None:
+        return None  # no exec of runc's init to wait for
+
+    def identity_at(self, handle: int, target: str) -> tuple[int, int]:
+        seen = self.engine.mounted_at(handle, target)
+        if seen is None:
+            raise FileNotFoundError(2, "nothing mounted there", target)
+        return seen

@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 
-__all__ = ["identity_at", "open_process"]
+__all__ = ["ProcMountProbe", "identity_at", "open_process", "wait_until_readable"]
+
+#: How long runc's init may take to exec the keep-alive before the look is refused.
+_EXEC_WAIT_S = 5.0
 
 
 @contextlib.contextmanager
@@ -49,3 +53,32 @@ def identity_at(proc_fd: int, target: str) -> tuple[int, int]:
     finally:
         os.close(fd)
     return st.st_dev, st.st_ino
+
+
+def wait_until_readable(proc_fd: int) -> None:
+    """``docker start`` returns once runc was told to start, and the pid Docker reports
+    is runc's own init until it has exec'd the container's first program; runc keeps
+    itself undumpable meanwhile, so ``root`` answers EACCES for a moment. The mounts are
+    final by then; only the look is deferred (bounded: after that it counts as a refusal)."""
+    deadline = time.monotonic() + _EXEC_WAIT_S
+    while True:
+        try:
+            os.close(os.open("root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=proc_fd))
+            return
+        except PermissionError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
+class ProcMountProbe:
+    """The :class:`ds01.ports.MountProbe` of this host: ``/proc/<pid>/root``."""
+
+    def open_process(self, pid: int) -> contextlib.AbstractContextManager[int]:
+        return open_process(pid)
+
+    def wait_until_readable(self, handle: int) -> None:
+        wait_until_readable(handle)
+
+    def identity_at(self, handle: int, target: str) -> tuple[int, int]:
+        return identity_at(handle, target)

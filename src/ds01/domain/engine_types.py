@@ -15,7 +15,14 @@ from typing import Any
 
 from ds01.domain.containers import ContainerInfo
 
-__all__ = ["ContainerDetails", "ContainerFile", "ExecResult", "ImageInfo"]
+__all__ = [
+    "BuildOutcome",
+    "BuildStep",
+    "ContainerDetails",
+    "ContainerFile",
+    "ExecResult",
+    "ImageInfo",
+]
 
 
 @dataclass(frozen=True)
@@ -76,3 +83,22 @@ class ExecResult:
     exit_code: int
     stdout: bytes
     stderr: bytes
+
+
+@dataclass(frozen=True)
+class BuildStep:
+    """One Dockerfile instruction as the builder announces it."""
+
+    number: int
+    total: int
+    instruction: str
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    """A finished, tagged build."""
+
+    image_id: str
+    steps: int
+    cached_steps: int
+    seconds: float

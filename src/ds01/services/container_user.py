@@ -28,9 +28,9 @@ from ds01.domain.user_setup import (
 )
 
 if TYPE_CHECKING:
-    from ds01.adapters.docker_engine import DockerEngine
     from ds01.domain.actor import Actor
     from ds01.domain.engine_types import ImageInfo
+    from ds01.ports import ContainerEngine
 
 __all__ = ["container_user", "install_user"]
 
@@ -46,7 +46,7 @@ def container_user(actor: Actor) -> ContainerUser:
     )
 
 
-def install_user(engine: DockerEngine, tag: str, user: ContainerUser, info: ImageInfo) -> None:
+def install_user(engine: ContainerEngine, tag: str, user: ContainerUser, info: ImageInfo) -> None:
     """Give the created container a passwd entry, a home and sudo — no commit."""
     baked = ImageLabels.decode(info.labels)
     if baked and baked.uid == user.uid and baked.gid == user.gid:

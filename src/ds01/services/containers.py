@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from ds01.adapters.identity import actor_for_user
 from ds01.adapters.keepalive import keepalive_path
 from ds01.domain.allocation import validate_before_start
 from ds01.domain.containers import MAIN_COMMANDS, ContainerInfo, ContainerState
@@ -279,7 +278,7 @@ class ContainerService:
         if info.owner is None or info.owner == actor.name:
             return actor
         try:
-            return actor_for_user(info.owner, with_groups=False)
+            return self.ctx.accounts.actor(info.owner, with_groups=False)
         except DS01Error:
             return actor
 
@@ -287,7 +286,9 @@ class ContainerService:
         """Before the container is handed over: Docker mounted what was checked, else it
         is stopped again (``mount_changed``, exit 2)."""
         try:
-            verify_mounted(self.ctx.engine, tag, checked, what_next="stopped again")
+            verify_mounted(
+                self.ctx.engine, self.ctx.mount_probe, tag, checked, what_next="stopped again"
+            )
         except BaseException:
             self.ctx.engine.stop(tag, timeout=0)
             raise

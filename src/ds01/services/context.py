@@ -3,7 +3,8 @@
 Commands create one :class:`AppContext`; services receive it and ask it for the parts
 they need. Nothing is built until asked for, so ``ds01 container list`` never imports
 pydantic, NVML or the policy loader. Tests pass ready-made parts to the constructor
-(a Docker engine pointed at the test daemon, a file inventory, a fixed clock).
+(a Docker engine pointed at the test daemon, or the in-memory engine
+:class:`ds01.adapters.memory_engine.MemoryEngine`; a file inventory, a fixed clock).
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ds01.adapters.clock import SystemClock
+from ds01.adapters.docker_build import DockerBuildEngine
 from ds01.adapters.docker_engine import DockerEngine
+from ds01.adapters.identity import SystemAccounts
+from ds01.adapters.mounted import ProcMountProbe
 from ds01.domain.actor import Actor
+from ds01.errors import EngineError
 
 if TYPE_CHECKING:
     from ds01.adapters.event_log import EventLog
@@ -24,7 +29,7 @@ if TYPE_CHECKING:
     from ds01.config.limits import PolicyFile
     from ds01.config.settings import Settings
     from ds01.domain.catalog import Catalog
-    from ds01.ports import Clock, GpuInventory
+    from ds01.ports import Accounts, BuildEngine, Clock, ContainerEngine, GpuInventory, MountProbe
 
 __all__ = ["AppContext"]
 
@@ -37,8 +42,11 @@ class AppContext:
         *,
         settings: Settings | None = None,
         actor: Actor | None = None,
-        engine: DockerEngine | None = None,
+        engine: ContainerEngine | None = None,
         inventory: GpuInventory | None = None,
+        builder: BuildEngine | None = None,
+        mount_probe: MountProbe | None = None,
+        accounts: Accounts | None = None,
         clock: Clock | None = None,
         act_as: str | None = None,
         environ: Mapping[str, str] | None = None,
@@ -47,6 +55,9 @@ class AppContext:
         self._actor = actor
         self._engine = engine
         self._inventory = inventory
+        self._builder = builder
+        self._mount_probe = mount_probe
+        self._accounts = accounts
         self.clock: Clock = clock or SystemClock()
         self._act_as = act_as
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
@@ -99,10 +110,37 @@ class AppContext:
     # -- adapters ---------------------------------------------------------------------
 
     @property
-    def engine(self) -> DockerEngine:
+    def engine(self) -> ContainerEngine:
         if self._engine is None:
             self._engine = DockerEngine()
         return self._engine
+
+    @property
+    def accounts(self) -> Accounts:
+        """Other users' accounts (a grant's owner, an owner's limits): the system's."""
+        if self._accounts is None:
+            self._accounts = SystemAccounts()
+        return self._accounts
+
+    @property
+    def mount_probe(self) -> MountProbe:
+        """How mounts are verified after a start: this host's /proc unless given."""
+        if self._mount_probe is None:
+            self._mount_probe = ProcMountProbe()
+        return self._mount_probe
+
+    @property
+    def builder(self) -> BuildEngine:
+        """Image builds: the Docker engine's builder. Another engine (the in-memory one
+        in unit tests) comes with its own builder or none."""
+        if self._builder is None:
+            if not isinstance(self.engine, DockerEngine):
+                raise EngineError(
+                    f"This engine ({type(self.engine).__name__}) cannot build images.",
+                    hint="Give the context a BuildEngine, or build on a Docker engine.",
+                )
+            self._builder = DockerBuildEngine(self.engine)
+        return self._builder
 
     @property
     def inventory(self) -> GpuInventory:

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
-from ds01.adapters.identity import actor_for_user
 from ds01.adapters.lifecycle_store import LifecycleStore
 from ds01.domain.lifecycle import LimitKind
 from ds01.domain.units import parse_duration
@@ -127,7 +126,7 @@ def grant(
             code=ErrorCode.MISSING_ARGUMENT,
         )
 
-    account = actor_for_user(user)  # exit 2 for a name that is not a user here
+    account = ctx.accounts.actor(user)  # exit 2 for a name that is not a user here
     now = ctx.clock.now()
     end = parse_until(until, now=now)
     rows = []

@@ -39,10 +39,6 @@ from typing import IO, TYPE_CHECKING
 from ds01.adapters.docker_build import (
     BuildStep,
     ContextFile,
-    containers_using,
-    images_built_on,
-    onbuild_triggers,
-    run_build,
     write_context,
 )
 from ds01.adapters.state_layout import USERS, open_user_dir
@@ -214,7 +210,7 @@ class ImageBuilder:
             self.check_base(actor, ref)
         ownership = self.ownership_labels(actor, plan, reading)
         for base in dict.fromkeys(reading.bases):
-            images, labels = read_triggers(onbuild_triggers(self.ctx.engine, base), base)
+            images, labels = read_triggers(self.ctx.engine.onbuild_triggers(base), base)
             check_labels(labels, ownership)
             for use in images:
                 self.check_base(actor, use.ref, via=f"the ONBUILD triggers of {base}")
@@ -408,8 +404,7 @@ class ImageBuilder:
         with tempfile.TemporaryFile(prefix="ds01-context-") as context:
             size = write_context(context, files, directory=plan.context_dir, may_read=may_read)
             relay.log.write(f"# build context: {size} bytes\n")
-            return run_build(
-                self.ctx.engine,
+            return self.ctx.builder.build(
                 context,
                 tag=plan.image,
                 dockerfile=DOCKERFILE_IN_CONTEXT,
@@ -434,7 +429,7 @@ class ImageBuilder:
                 return
             if ImageLabels.decode(now.labels) is None or image_owner(now) != actor.name:
                 return  # a base image, or someone else's: never removed for this user
-            if containers_using(engine, now.id) or images_built_on(engine, now.id):
+            if engine.containers_of_image(now.id) or engine.image_children(now.id):
                 return
             engine.remove_image(now.id)
         except (EngineError, UsageError) as exc:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ds01.adapters.docker_build import containers_using, images_built_on
 from ds01.adapters.identity import require_non_root
 from ds01.domain.labels import ImageLabels
 from ds01.domain.naming import project_image_name, split_tag, validate_name
@@ -145,14 +144,14 @@ class ImageDeleter:
                 hint="Remove the other tags first ('docker rmi TAG'), if they are yours.",
                 code=ErrorCode.IMAGE_HAS_OTHER_TAGS,
             )
-        if images_built_on(engine, info.id):
+        if engine.image_children(info.id):
             raise RefusedError(
                 f"Other images are built on {image}; DS01 does not remove a base image, "
                 "and nothing was removed.",
                 hint="Delete the images built on it first (see 'ds01 image list').",
                 code=ErrorCode.IMAGE_IS_BASE,
             )
-        users = containers_using(engine, info.id)
+        users = engine.containers_of_image(info.id)
         others = [c for c in users if not actor.may_manage(c.owner, c.owner_uid)]
         if others:
             raise RefusedError(

@@ -7,7 +7,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ds01.adapters.cgroups import AggregateResult, CgroupManager
-from ds01.adapters.identity import actor_for_user
 from ds01.domain.containers import Limits
 from ds01.errors import DS01Error, EngineError, ErrorCode, RefusedError
 from ds01.services.lookup import all_containers
@@ -35,7 +34,7 @@ def limits_for(ctx: AppContext, actor: Actor) -> ResolvedLimits:
 
 def limits_for_user(ctx: AppContext, user: str) -> ResolvedLimits:
     """Limits of any user by name (admins, ``ds01 limits USER``, enforcement)."""
-    return limits_for(ctx, actor_for_user(user))
+    return limits_for(ctx, ctx.accounts.actor(user))
 
 
 def describe_limits(
@@ -153,7 +152,7 @@ def apply_user_limits(
     out: list[dict[str, Any]] = []
     for user in users:
         try:
-            owner = actor_for_user(user)
+            owner = ctx.accounts.actor(user)
             applied = apply_aggregate(ctx, plan_container_limits(ctx, owner))
         except DS01Error as exc:
             out.append({"user": user, "applied": False, "where": None, "reason": exc.message})

@@ -14,24 +14,19 @@ from __future__ import annotations
 
 import errno
 import os
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ds01.adapters.mounted import identity_at, open_process
 from ds01.domain.containers import KEEPALIVE_TARGET, ContainerState, Mount
 from ds01.errors import EngineError, ErrorCode, UsageError
 from ds01.services.mounts import CheckedMount, unchanged_stat
 
 if TYPE_CHECKING:
-    from ds01.adapters.docker_engine import DockerEngine
     from ds01.domain.actor import Actor
     from ds01.domain.engine_types import ContainerDetails
+    from ds01.ports import ContainerEngine, MountProbe
 
 __all__ = ["checked_before_start", "keepalive_source", "may_verify", "verify_mounted"]
-
-#: How long runc's init may take to exec the keep-alive before the look is refused.
-_EXEC_WAIT_S = 5.0
 
 _WHAT = {"/workspace": "workspace", "/data": "data", "/models": "models"}
 
@@ -63,7 +58,12 @@ def checked_before_start(actor: Actor, details: ContainerDetails) -> tuple[Check
 
 
 def verify_mounted(
-    engine: DockerEngine, tag: str, checked: Sequence[CheckedMount], *, what_next: str
+    engine: ContainerEngine,
+    probe: MountProbe,
+    tag: str,
+    checked: Sequence[CheckedMount],
+    *,
+    what_next: str,
 ) -> None:
     """Compare what is mounted in the running container ``tag`` with ``checked``.
 
@@ -78,7 +78,7 @@ def verify_mounted(
     if details.info.state is not ContainerState.RUNNING or not pid:
         raise _unverified(tag, "it stopped right after starting", what_next)
     try:
-        with open_process(pid) as proc_fd:
+        with probe.open_process(pid) as proc_fd:
             # The descriptor is taken; only if the container still runs with this very
             # init does /proc/<pid> speak for it (not for a process that reused the pid).
             again = engine.inspect(tag)
@@ -88,8 +88,8 @@ def verify_mounted(
                 or again.info.state is not ContainerState.RUNNING
             ):
                 raise _unverified(tag, "it restarted while being checked", what_next)
-            _wait_until_readable(proc_fd)
-            seen = {c.mount.target: _seen(proc_fd, c.mount.target) for c in checked}
+            probe.wait_until_readable(proc_fd)
+            seen = {c.mount.target: _seen(probe, proc_fd, c.mount.target) for c in checked}
     except OSError as exc:
         raise _unverified(tag, f"/proc/{pid} cannot be opened ({exc.strerror})", what_next) from exc
     recorded = {m.get("Destination"): m for m in again.mounts}
@@ -114,25 +114,9 @@ def verify_mounted(
             )
 
 
-def _wait_until_readable(proc_fd: int) -> None:
-    """``docker start`` returns once runc was told to start, and the pid Docker reports
-    is runc's own init until it has exec'd the container's first program; runc keeps
-    itself undumpable meanwhile, so ``root`` answers EACCES for a moment. The mounts are
-    final by then; only the look is deferred (bounded: after that it counts as a refusal)."""
-    deadline = time.monotonic() + _EXEC_WAIT_S
-    while True:
-        try:
-            os.close(os.open("root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=proc_fd))
-            return
-        except PermissionError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.01)
-
-
-def _seen(proc_fd: int, target: str) -> tuple[int, int] | None:
+def _seen(probe: MountProbe, proc_fd: int, target: str) -> tuple[int, int] | None:
     try:
-        return identity_at(proc_fd, target)
+        return probe.identity_at(proc_fd, target)
     except OSError as exc:
         if exc.errno in (errno.ESRCH, errno.EACCES, errno.EPERM):
             raise  # the process, not the mount: cannot verify at all

@@ -357,10 +357,7 @@ class Orchestrator:
 
     def package_changes(self, tag: str) -> PackageChanges:
         """pip packages in the container's own layer (``docker diff``; any state)."""
-        engine = self.ctx.engine
-        with engine.translate_errors(f"list the changes in {tag!r}"):
-            changes = engine.api.diff(tag) or []
-        return packages_from_changes(changes)
+        return packages_from_changes(self.ctx.engine.diff(tag))
 
     def project_dockerfile(self, actor: Actor, details: ContainerDetails) -> Path | None:
         """The Dockerfile the container's image was built from, if it is the actor's."""

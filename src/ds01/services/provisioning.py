@@ -274,7 +274,9 @@ def finish(ctx: AppContext, prepared: Prepared) -> None:
         install_user(ctx.engine, prepared.tag, container_user(prepared.actor), prepared.info)
         ctx.engine.start(prepared.tag)
         # Before anyone gets it: Docker mounted the very directories checked.
-        verify_mounted(ctx.engine, prepared.tag, prepared.checked_mounts, what_next="removed")
+        verify_mounted(
+            ctx.engine, ctx.mount_probe, prepared.tag, prepared.checked_mounts, what_next="removed"
+        )
     except BaseException:
         ctx.engine.remove(prepared.tag, force=True)
         raise

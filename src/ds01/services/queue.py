@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -422,10 +421,8 @@ class QueueService:
     def _may_grant(self, row: QueueRow) -> bool:
         """Only a process that can verify the new container's mounts grants it: root or
         the owner (see ds01.services.mount_verify.may_verify)."""
-        try:
-            return may_verify(pwd.getpwnam(row.entry.user).pw_uid)
-        except KeyError:
-            return True  # an account gone is failed by the pass as before
+        uid = self.ctx.accounts.uid(row.entry.user)
+        return True if uid is None else may_verify(uid)  # an account gone: failed by the pass
 
     def _expire(self, items: list[Checked], outcomes: list[QueueOutcome]) -> list[Checked]:
         max_wait = self.ctx.settings.queue.max_wait
@@ -538,9 +535,8 @@ class QueueService:
 
     def _discard(self, row: QueueRow) -> None:
         """The request file of an entry that no longer waits (owner's or root's pass)."""
-        try:
-            uid = pwd.getpwnam(row.entry.user).pw_uid
-        except KeyError:
+        uid = self.ctx.accounts.uid(row.entry.user)
+        if uid is None:
             return
         discard_request(Path(self.ctx.settings.state_dir), uid=uid, entry_id=row.entry.id)
 

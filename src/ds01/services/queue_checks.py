@@ -16,14 +16,12 @@ row takes part in a pass:
 
 from __future__ import annotations
 
-import pwd
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ds01.adapters.clock import SystemClock
-from ds01.adapters.identity import actor_for_user
 from ds01.adapters.queue_requests import Unverifiable, read_request
 from ds01.domain.allocation import GpuRequest
 from ds01.domain.labels import ImageLabels
@@ -111,10 +109,9 @@ def _check(ctx: AppContext, state_dir: Path, row: QueueRow, quota: GpuQuota) -> 
     user = row.entry.user
     if user.isdigit():
         raise Unverifiable(f"{user!r} is a uid; DS01 queues requests under account names")
-    try:
-        uid = pwd.getpwnam(user).pw_uid
-    except KeyError as exc:
-        raise Unverifiable(f"there is no account {user!r}") from exc
+    uid = ctx.accounts.uid(user)
+    if uid is None:
+        raise Unverifiable(f"there is no account {user!r}")
     if uid == 0:
         raise Unverifiable("root does not queue containers (DS01 never creates one as root)")
     found = read_request(state_dir, uid=uid, entry_id=row.entry.id)
@@ -154,7 +151,7 @@ def prepare_grant(ctx: AppContext, checked: Checked, *, creator: str) -> Prepare
 
     Raises exit 2 (name, mounts, image gone), 3 (policy, image of another user)."""
     spec = checked.spec
-    owner = actor_for_user(checked.entry.user, admin_group=ctx.settings.effective_admin_group())
+    owner = ctx.accounts.actor(checked.entry.user, admin_group=ctx.settings.effective_admin_group())
     if owner.uid == 0:
         raise RefusedError("DS01 never creates a container as root.", code=ErrorCode.ROOT_REFUSED)
     name = str(spec.get("name"))

@@ -271,14 +271,12 @@ class RecoveryService:
         return removed
 
     def _user_roots(self, uid: int, user: str) -> list[Path]:
-        import pwd
-
         try:
-            pw = pwd.getpwuid(uid)
-        except KeyError:
+            owner = self.ctx.accounts.actor(str(uid), with_groups=False)
+        except DS01Error:
             return []
-        home = Path(os.path.realpath(pw.pw_dir))
-        base = self.ctx.settings.workspace_base(pw.pw_name or user, pw.pw_dir)
+        home = Path(os.path.realpath(owner.home))
+        base = self.ctx.settings.workspace_base(owner.name or user, owner.home)
         return [home, Path(os.path.realpath(base))]
 
     def _report(self, item: Recovered) -> None:

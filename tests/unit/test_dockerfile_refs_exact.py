@@ -114,6 +114,15 @@ def test_a_stage_name_counts_only_once_finished() -> None:
     assert read_dockerfile(text).refs() == ["a", "b", "s1"]
 
 
+def test_a_mount_in_onbuild_names_an_image_even_with_a_stage_name() -> None:
+    text = "FROM a AS s0\nFROM b\nONBUILD RUN --mount=from=s0 true\nRUN --mount=from=s0 true\n"
+    assert read_dockerfile(text).images == (
+        ImageUse("a", _line(1, "FROM")),
+        ImageUse("b", _line(2, "FROM")),
+        ImageUse("s0", _line(3, "RUN --mount from")),
+    )
+
+
 def test_a_from_flag_on_from_itself_is_checked_as_a_source() -> None:
     text = "FROM a AS s0\nFROM b AS s1\nFROM --from=s0 --from=img c\n"
     assert read_dockerfile(text).refs() == ["a", "b", "img", "c"]
@@ -394,6 +403,17 @@ REFUSALS = [
         2,
         "RUN --mount=from=$S true",
         id="mount-from-variable",
+    ),
+    pytest.param(
+        "FROM cat\nRUN --mount=type=bind,from=$A=b true\n",
+        "Line 2 of the Dockerfile (RUN --mount=type=bind,from=$A=b true): RUN --mount "
+        "from=$A=b depends on a variable, which builders expand differently (the classic "
+        "builder not at all).",
+        "Name the stage or image literally, or use 'FROM ${VAR} AS src' and RUN --mount from=src.",
+        "unresolvable_dockerfile",
+        2,
+        "RUN --mount=type=bind,from=$A=b true",
+        id="mount-from-splits-at-the-first-equals",
     ),
     pytest.param(
         "FROM cat\nRUN --mount true\n",

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import pytest
 
-from ds01.domain.dockerfile import BuildNetwork, ImageSpec, ImageUser, _raw, render_dockerfile
+from ds01.domain.dockerfile import (
+    BuildNetwork,
+    ImageSpec,
+    ImageUser,
+    _fill,
+    _raw,
+    render_dockerfile,
+)
 from ds01.domain.labels import ImageLabels
 from ds01.domain.package_specs import AptSpec, PipSpec
 from ds01.domain.packages import PackagePlan, Tier, TierName
@@ -441,6 +448,9 @@ def test_ca_certificates_sharing_a_file_name_are_refused() -> None:
         "Two CA certificates share a file name.",
         "Give each a unique name.",
     )
+    # The file name is what follows the last "/": the directories do not make it unique.
+    error = _refusal(BuildNetwork, ca_certificates=("a/b/x.crt", "c/x.crt"))
+    assert error.message == "Two CA certificates share a file name."
     assert BuildNetwork(ca_certificates=("a/x.crt", "a/y.crt")).ca_certificates == (
         "a/x.crt",
         "a/y.crt",
@@ -525,10 +535,11 @@ def test_a_framework_label_may_be_64_characters_long() -> None:
     assert ImageSpec("cat", "p", framework, FULL_PLAN, JANE).framework == framework
 
 
-def test_a_bad_project_name_is_refused() -> None:
+def test_a_bad_project_name_is_refused_as_a_project_name() -> None:
     with pytest.raises(UsageError) as info:
-        ImageSpec("cat", "my project", "custom", FULL_PLAN, JANE)
+        ImageSpec("cat", "", "custom", FULL_PLAN, JANE)
     assert info.value.exit_code == EXIT_BAD_INPUT
+    assert info.value.message == "The project name is empty."
 
 
 def test_the_specs_image_name_and_labels() -> None:
@@ -559,3 +570,8 @@ def test_the_specs_image_name_and_labels() -> None:
 def test_raw_templates_lose_only_their_opening_backslash_newline(template: str, text: str) -> None:
     # Called at import time for the templates: tested directly, as the templates are read once.
     assert _raw(template) == text
+
+
+def test_fill_replaces_only_the_placeholders_it_is_given() -> None:
+    # A placeholder without a value stays as written (and the build would then fail on it).
+    assert _fill("@A@ @NOPE@ @a@ @A @B@", A="1", B="@A@") == "1 @NOPE@ @a@ @A @A@"

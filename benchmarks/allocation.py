@@ -43,9 +43,9 @@ from ds01.config.loader import load_settings
 from ds01.domain.allocation import GpuRequest, decide
 from ds01.domain.labels import ContainerLabels
 from ds01.services.context import AppContext
-from ds01.services.holdings import HoldingsService
+from ds01.services.gpu.holdings import HoldingsService
+from ds01.services.gpu.queue import QueueService
 from ds01.services.limits import limits_for
-from ds01.services.queue import QueueService
 
 IMAGE = "ds01-test/bookworm-base:latest"
 OWNER = "ds01b-alloc"

@@ -45,9 +45,9 @@ import yaml
 from _stats import spread  # benchmarks/ is on sys.path when a script here runs
 from ds01.adapters.identity import actor_for_user
 from ds01.config.loader import load_settings
-from ds01.services.containers import ContainerService
+from ds01.services.container.create import CreateRequest, CreateService
+from ds01.services.container.operations import ContainerService
 from ds01.services.context import AppContext
-from ds01.services.create import CreateRequest, CreateService
 
 IMAGE = "aimehub/pytorch-2.8.0-cuda12.6.3"
 USER = "ds01b-bench"

@@ -47,7 +47,7 @@ from ds01.adapters.identity import actor_for_user
 from ds01.config.loader import load_settings
 from ds01.domain.labels import ContainerLabels, L
 from ds01.services.context import AppContext
-from ds01.services.enforce import EnforceService, PassReport
+from ds01.services.enforcement.passes import EnforceService, PassReport
 
 IMAGE = "ds01-test/bookworm-base:latest"
 OWNER = "ds01b-enforce"

@@ -308,7 +308,7 @@ def main() -> int:
             proc = start_as(user, config, "container", "list")
             proc.wait(120)
         rows.append(("after one `container list` per user", counts(engine, ctx, attempts)))
-        from ds01.services.enforce import EnforceService
+        from ds01.services.enforcement.passes import EnforceService
 
         report = EnforceService(ctx).run_pass(ctx.actor, owners=set(USERS))
         rows.append(("after one enforcement pass", counts(engine, ctx, attempts)))

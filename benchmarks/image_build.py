@@ -33,7 +33,7 @@ from ds01.config.settings import BuildSettings, GpuSettings, Settings
 from ds01.domain.actor import Actor
 from ds01.errors import DS01Error
 from ds01.services.context import AppContext
-from ds01.services.images import (
+from ds01.services.image.service import (
     ImageCreateRequest,
     ImageResult,
     ImageService,

@@ -20,7 +20,7 @@ import yaml
 from ds01.adapters.docker_engine import DockerEngine
 from ds01.config.trust import SYSTEM_MARKERS
 from ds01.domain.actor import Actor
-from ds01.services.create import CreateRequest, CreateService
+from ds01.services.container.create import CreateRequest, CreateService
 from tests.integration.conftest import Ds01Env
 
 pytestmark = pytest.mark.docker

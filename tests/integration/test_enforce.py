@@ -47,10 +47,10 @@ from ds01.domain.idle import CounterReading, LifecycleState
 from ds01.domain.labels import AIME, ContainerLabels
 from ds01.domain.lifecycle import Exemption, LimitKind
 from ds01.errors import NotFoundError, RefusedError, UsageError
-from ds01.services.containers import ContainerService
-from ds01.services.create import CreateRequest, CreateService
-from ds01.services.enforce import EnforceService, watch
-from ds01.services.exemptions import grant, listing, parse_until, withdraw
+from ds01.services.container.create import CreateRequest, CreateService
+from ds01.services.container.operations import ContainerService
+from ds01.services.enforcement.exemptions import grant, listing, parse_until, withdraw
+from ds01.services.enforcement.passes import EnforceService, watch
 from tests.conftest import FIXTURES, PROJECT_ROOT
 from tests.integration.conftest import BASE_IMAGE, Ds01Env
 

@@ -20,9 +20,9 @@ from ds01.adapters.docker_engine import DockerEngine
 from ds01.domain.actor import Actor
 from ds01.domain.labels import AIME_CONTAINER_VERSION, L
 from ds01.errors import NotFoundError, RefusedError, UsageError
-from ds01.services.containers import ContainerService
+from ds01.services.container.create import CreateRequest, CreateService
+from ds01.services.container.operations import ContainerService
 from ds01.services.context import AppContext
-from ds01.services.create import CreateRequest, CreateService
 from tests.integration.conftest import BASE_IMAGE, Ds01Env, InspectFn
 
 pytestmark = pytest.mark.docker

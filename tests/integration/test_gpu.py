@@ -20,10 +20,10 @@ from ds01.adapters.docker_engine import DockerEngine
 from ds01.domain.actor import Actor
 from ds01.domain.labels import L
 from ds01.errors import NoCapacityError, UsageError
-from ds01.services.containers import ContainerService
-from ds01.services.create import CreateRequest, CreateService
-from ds01.services.holdings import HoldingsService
-from ds01.services.queue import process_queue_quietly
+from ds01.services.container.create import CreateRequest, CreateService
+from ds01.services.container.operations import ContainerService
+from ds01.services.gpu.holdings import HoldingsService
+from ds01.services.gpu.queue import process_queue_quietly
 from tests.integration.conftest import DS01_BIN, Ds01Env, InspectFn, remove_test_containers
 
 pytestmark = pytest.mark.docker

@@ -17,8 +17,8 @@ import pytest
 from ds01.adapters.docker_engine import DockerEngine
 from ds01.domain.actor import Actor
 from ds01.errors import DS01Error
+from ds01.services.container.create import CreateRequest, CreateService
 from ds01.services.context import AppContext
-from ds01.services.create import CreateRequest, CreateService
 from tests.integration.conftest import ONE_H200, Ds01Env
 
 UUID = ONE_H200["gpus"][0]["uuid"]

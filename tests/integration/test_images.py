@@ -34,7 +34,7 @@ from ds01.adapters.state_setup import install_state
 from ds01.domain.actor import Actor
 from ds01.domain.labels import LIST_SEPARATOR, L
 from ds01.domain.naming import project_image_name
-from ds01.services.image_build import ImageBuilder
+from ds01.services.image.build import ImageBuilder
 from tests.integration.conftest import (
     DEFAULT_LIMITS,
     ONE_H200,

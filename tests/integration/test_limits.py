@@ -21,9 +21,9 @@ from ds01.adapters.docker_engine import DockerEngine
 from ds01.domain.actor import Actor
 from ds01.domain.slices import cgroup_parent
 from ds01.errors import RefusedError
-from ds01.services.containers import ContainerService
+from ds01.services.container.create import CreateRequest, CreateService
+from ds01.services.container.operations import ContainerService
 from ds01.services.context import AppContext
-from ds01.services.create import CreateRequest, CreateService
 from tests.integration.conftest import Ds01Env, InspectFn
 
 pytestmark = pytest.mark.docker

@@ -26,9 +26,9 @@ import pytest
 from ds01.adapters.docker_engine import DockerEngine
 from ds01.domain.actor import Actor
 from ds01.errors import UsageError
-from ds01.services.containers import ContainerService
+from ds01.services.container.create import CreateRequest, CreateService
+from ds01.services.container.operations import ContainerService
 from ds01.services.context import AppContext
-from ds01.services.create import CreateRequest, CreateService
 from tests.integration.conftest import Ds01Env
 
 pytestmark = pytest.mark.docker

@@ -26,7 +26,7 @@ from ds01.adapters.queue_store import QueueStore
 from ds01.adapters.state_db import StateDB
 from ds01.domain.actor import Actor
 from ds01.domain.queue import QueueState
-from ds01.services.queue import QueueService
+from ds01.services.gpu.queue import QueueService
 from tests.integration.conftest import CATALOG_IMAGE_ADA, Ds01Env
 
 H200_UUID = "GPU-4336be95-7b17-b1da-7b70-0352e1d3655d"
@@ -224,7 +224,7 @@ def _pass_as(env: Ds01Env, actor: Actor, *, pause_at: str | None = None) -> tupl
                 os.environ["DS01_TEST_PAUSE_AT"] = pause_at
             from ds01.adapters.docker_engine import DockerEngine
             from ds01.services.context import AppContext
-            from ds01.services.queue import process_queue_quietly
+            from ds01.services.gpu.queue import process_queue_quietly
 
             ctx = AppContext(settings=env.settings(), actor=actor, engine=DockerEngine())
             process_queue_quietly(ctx)

@@ -30,9 +30,9 @@ from ds01.domain.containers import ContainerSpec
 from ds01.domain.labels import L
 from ds01.domain.queue import QueueState
 from ds01.errors import EngineError
-from ds01.services.create import CreateRequest, CreateService
-from ds01.services.provisioning import make_container
-from ds01.services.recovery import RecoveryService
+from ds01.services.container.create import CreateRequest, CreateService
+from ds01.services.container.provisioning import make_container
+from ds01.services.container.recovery import RecoveryService
 from tests.integration.conftest import BASE_IMAGE, DS01_BIN
 
 MIG_GPU = {
@@ -46,7 +46,7 @@ MIG_GPU = {
     }
 }
 
-#: Every step create() marks, in order (see services/create.py).
+#: Every step create() marks, in order (see services/container/create.py).
 STEPS = ["journal", "dirs", "locked", "created", "started", "recorded"]
 
 
@@ -91,7 +91,7 @@ def _holders(engine: DockerEngine, user: str) -> dict[str, tuple[str, ...]]:
 
 def _enforce(ds01_env: Any, actor: Actor) -> None:
     """One enforcement pass as root, limited to the test user (the engine is shared)."""
-    from ds01.services.enforce import EnforceService
+    from ds01.services.enforcement.passes import EnforceService
 
     root = actor_for_user("root")
     report = EnforceService(ds01_env.context(root)).run_pass(root, owners={actor.name})
@@ -316,14 +316,14 @@ def test_enforcement_removes_it_and_requeues_an_interrupted_grant(
         "models": None,
         "interface": "cli",
     }
-    from ds01.services.queue import QueueService
+    from ds01.services.gpu.queue import QueueService
 
     # As create --wait stores it: the row and alice's request file that vouches for it.
     entry = QueueService(ctx).add(alice, GpuRequest.gpus(1), spec, priority=10)
     tag = f"granted._.{alice.uid}"
 
     def child() -> None:  # the grant's first half, then death
-        from ds01.services.queue import QueueService
+        from ds01.services.gpu.queue import QueueService
 
         cctx = mig_env.context(alice)
         row = QueueStore(cctx.state_db).get(entry)

@@ -14,9 +14,9 @@ from ds01.adapters.docker_engine import DockerEngine
 from ds01.domain.actor import Actor
 from ds01.domain.labels import L
 from ds01.errors import NoCapacityError, RefusedError, UsageError
-from ds01.services.containers import ContainerService
-from ds01.services.create import CreateRequest, CreateService
-from ds01.services.gpus import GpuService
+from ds01.services.container.create import CreateRequest, CreateService
+from ds01.services.container.operations import ContainerService
+from ds01.services.gpu.status import GpuService
 from tests.integration.conftest import BASE_IMAGE, Ds01Env, InspectFn
 
 pytestmark = pytest.mark.docker

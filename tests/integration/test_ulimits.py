@@ -14,7 +14,7 @@ import pytest
 
 from ds01.adapters.engine_rlimits import UNLIMITED, engine_ceilings
 from ds01.domain.actor import Actor
-from ds01.services.create import CreateRequest, CreateService
+from ds01.services.container.create import CreateRequest, CreateService
 from tests.integration.conftest import Ds01Env, InspectFn
 
 pytestmark = pytest.mark.docker

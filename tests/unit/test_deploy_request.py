@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-from ds01.services.create import CreateRequest
-from ds01.services.orchestrate import DeployRequest
+from ds01.services.container.create import CreateRequest
+from ds01.services.container.deploy import DeployRequest
 
 
 def test_every_create_flag_reaches_create() -> None:

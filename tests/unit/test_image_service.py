@@ -33,15 +33,16 @@ from ds01.domain.dockerfile_edit import USER_BLOCK_BEGIN
 from ds01.domain.naming import project_image_name
 from ds01.domain.packages import EXCERPT_CHARS
 from ds01.errors import ConfigError, EngineError, UsageError
+from ds01.services.container.mounts import mount_roots
 from ds01.services.context import AppContext
-from ds01.services.image_build import ImageBuilder, ProjectFiles, ca_context_names
-from ds01.services.images import (
+from ds01.services.image.build import ImageBuilder, ca_context_names
+from ds01.services.image.service import (
     CONTEXT_COMMENT,
     ImageCreateRequest,
     ImageService,
     ImageUpdateRequest,
 )
-from ds01.services.mounts import mount_roots
+from ds01.services.project.files import ProjectFiles
 
 # --------------------------------------------------------------------- build output
 

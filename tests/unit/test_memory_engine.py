@@ -23,8 +23,8 @@ from ds01.adapters.mounted import ProcMountProbe
 from ds01.domain.containers import ContainerSpec, ContainerState, Mount
 from ds01.domain.engine_types import ContainerFile, ExecResult
 from ds01.errors import EngineError, ErrorCode, NotFoundError, UsageError
-from ds01.services.mount_verify import verify_mounted
-from ds01.services.mounts import CheckedMount
+from ds01.services.container.mount_verify import verify_mounted
+from ds01.services.container.mounts import CheckedMount
 
 IMAGE = "base:latest"
 

@@ -22,7 +22,7 @@ from ds01.domain.actor import Actor
 from ds01.domain.containers import Mount
 from ds01.domain.keepalive import MACHINES, keepalive_elf
 from ds01.errors import UsageError
-from ds01.services.mounts import check_mounts, check_unchanged, plan_mounts
+from ds01.services.container.mounts import check_mounts, check_unchanged, plan_mounts
 
 DATA = Path(__file__).resolve().parents[2] / "src" / "ds01" / "data"
 

@@ -33,7 +33,7 @@ OPTIONAL_BY_DESIGN = {
 }
 
 
-#: Commands of ``ds01.cli.containers`` list the user's containers for the picker before
+#: Commands of ``ds01.cli.container`` list the user's containers for the picker before
 #: they know whether there is a terminal, so without Docker they exit 1 ("cannot reach
 #: the Docker engine") instead of 2 naming NAME. They still never prompt. Fix there:
 #: compute the choices only when ``interactive()`` (see ``ds01.cli.guided.need``).

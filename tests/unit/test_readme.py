@@ -16,7 +16,7 @@ from ds01.config.settings import Settings
 from ds01.domain.containers import ContainerInfo, ContainerState
 from ds01.errors import UsageError
 from ds01.serialize import to_json
-from ds01.services.containers import ContainerView, StatsView
+from ds01.services.container.operations import ContainerView, StatsView
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

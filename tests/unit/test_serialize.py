@@ -19,11 +19,11 @@ from ds01.adapters.event_log import Event
 from ds01.config.yaml_source import Problem
 from ds01.errors import ErrorCode
 from ds01.serialize import JSON_OMIT_EMPTY, JSON_SKIP, json_key, to_json
-from ds01.services.containers import ContainerView, StatsView
-from ds01.services.create import CreateResult
-from ds01.services.images import ImageView
-from ds01.services.onboarding import Check, CheckStatus, SetupReport
-from ds01.services.projects import ProjectInitResult
+from ds01.services.container.create import CreateResult
+from ds01.services.container.operations import ContainerView, StatsView
+from ds01.services.image.service import ImageView
+from ds01.services.project.service import ProjectInitResult
+from ds01.services.user.setup import Check, CheckStatus, SetupReport
 
 WHEN = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 

@@ -5,7 +5,7 @@ directory, a container): who is creating (the process, told apart from a later p
 with the same pid by its start time and the boot id), the container tag, and every
 directory it may create. The record is deleted when the create succeeded or was rolled
 back completely. A record whose creator is gone therefore names exactly what a kill -9,
-a lost engine or a failed rollback left half-made; :mod:`ds01.services.recovery`
+a lost engine or a failed rollback left half-made; :mod:`ds01.services.container.recovery`
 removes it.
 
 Where: ``<state_dir>/users/<uid>/pending/<tag>.<nonce>.json``. ``users/<uid>`` belongs

@@ -17,7 +17,7 @@ app.add_typer(queue_app, name="queue")
 @app.command("status")
 def status(ctx: typer.Context, json_out: bool = JSON_OPTION) -> None:
     """Every device, who holds it (user, container, since), utilization, free capacity."""
-    from ds01.services.gpus import GpuService
+    from ds01.services.gpu.status import GpuService
 
     app_ctx = make_context(ctx)
     data = GpuService(app_ctx).status()
@@ -56,7 +56,7 @@ def queue(
     """Your waiting requests: position, and why they wait (quota or capacity)."""
     if ctx.invoked_subcommand is not None:
         return
-    from ds01.services.queue import QueueService
+    from ds01.services.gpu.queue import QueueService
 
     app_ctx = make_context(ctx)
     rows = QueueService(app_ctx).listing(app_ctx.actor, all_users=all_users)
@@ -92,7 +92,7 @@ def cancel(
     entry_id: int = typer.Argument(..., min=1, max=MAX_ID, metavar="ID", help="Queue entry id."),
 ) -> None:
     """Cancel one of your waiting requests."""
-    from ds01.services.queue import QueueService
+    from ds01.services.gpu.queue import QueueService
 
     app_ctx = make_context(ctx)
     row = QueueService(app_ctx).cancel(app_ctx.actor, entry_id)

@@ -14,20 +14,42 @@ from collections.abc import Sequence
 import typer
 
 from ds01 import __version__
-from ds01.cli import catalog, containers, enforce, events, gpu, images, limits, wizards
+from ds01.cli import (
+    admin,
+    catalog,
+    container,
+    container_deploy,
+    enforcement,
+    events,
+    gpu,
+    image,
+    limits,
+    project,
+    user,
+)
 from ds01.errors import DS01Error
 
 __all__ = ["build_app", "main"]
 
-#: The command groups. Verbs of those in ALIASED also exist as hyphenated top-level aliases
+# The container group's workflows live in their own module; added here, before anything
+# is built, so that every command of the group is registered in this one file.
+container_deploy.register(container.app)
+
+#: The command groups, one module each (``ds01 <noun> <verb>`` is ``ds01.cli.<noun>``).
+#: Verbs of those in ALIASED also exist as hyphenated top-level aliases
 #: (``container-create`` = ``container create``), as users of the existing DS01 type them.
-ALIASED = ("container", "image")
 GROUPS: dict[str, typer.Typer] = {
-    "container": containers.app,
-    "image": images.app,
+    "container": container.app,
+    "image": image.app,
     "gpu": gpu.app,
     "catalog": catalog.app,
+    "project": project.app,
+    "user": user.app,
+    "admin": admin.app,
 }
+ALIASED = ("container", "image", "project", "user")
+#: Hyphenated spellings that are a command's main name, not listed under "Aliases".
+MAIN_SPELLINGS = frozenset({"user-setup"})
 
 
 def _version(value: bool) -> None:
@@ -70,15 +92,18 @@ def build_app(only: str | None = None) -> typer.Typer:
         app.add_typer(group, name=noun)
     events.register(app)
     limits.register(app)
-    wizards.register(app)
-    enforce.register(app)
+    app.command("enforce")(enforcement.enforce)
     for noun in ALIASED:
         for info in GROUPS[noun].registered_commands:
             if info.callback is None:
                 continue
             verb = info.name or info.callback.__name__
+            alias = f"{noun}-{verb}"
+            if alias in MAIN_SPELLINGS:
+                app.command(alias, context_settings=info.context_settings)(info.callback)
+                continue
             app.command(
-                f"{noun}-{verb}",
+                alias,
                 help=f"Same as 'ds01 {noun} {verb}'.",
                 rich_help_panel="Aliases",
                 context_settings=info.context_settings,

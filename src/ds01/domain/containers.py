@@ -30,7 +30,7 @@ KEEPALIVE_TARGET = "/sbin/ds01-keepalive"
 #: What DS01 containers run as their main process (under docker-init): nothing, forever.
 #: Sessions are ``docker exec`` processes next to it, so ending a shell ends nothing else.
 #: A program from the host, not the container's own files: it runs before DS01 has
-#: checked the container's mounts (see :mod:`ds01.services.mounts`).
+#: checked the container's mounts (see :mod:`ds01.services.container.mounts`).
 KEEPALIVE_COMMAND: tuple[str, ...] = (KEEPALIVE_TARGET,)
 
 #: The image's ``sleep``: containers made before the keep-alive, and machines DS01 ships

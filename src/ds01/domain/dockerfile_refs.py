@@ -1,7 +1,7 @@
 """Which images a Dockerfile's build reads files from, and which labels it sets.
 
 Pure. A build may read another image's files in several ways, and DS01 must see every one
-before it lets a user build (:mod:`ds01.services.image_build` then asks the engine whose
+before it lets a user build (:mod:`ds01.services.image.build` then asks the engine whose
 each image is):
 
 - ``FROM`` of every stage, its build arguments resolved: the global ``ARG`` s (those before

@@ -65,7 +65,8 @@ class L:
     INTERFACE = f"{AIME}.DS01_INTERFACE"  # "cli" | "deploy" | "queue"
     TEST_RUN = f"{AIME}.DS01_TEST_RUN"  # set only by the test suite, to clean up its own
     # The process that made it ("boot:pid:start") and the journal of that create: a
-    # container whose maker died before finishing is found and removed (services.recovery).
+    # container whose maker died before finishing is found and removed
+    # (services.container.recovery).
     CREATOR = f"{AIME}.DS01_CREATOR"
     JOURNAL = f"{AIME}.DS01_JOURNAL"
 

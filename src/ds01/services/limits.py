@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ds01.adapters.cgroups import AggregateResult, CgroupManager
 from ds01.domain.containers import Limits
 from ds01.errors import DS01Error, EngineError, ErrorCode, RefusedError
-from ds01.services.lookup import all_containers
+from ds01.services.container.lookup import all_containers
 
 if TYPE_CHECKING:
     from ds01.domain.actor import Actor

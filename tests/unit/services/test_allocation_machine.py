@@ -30,11 +30,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from ds01.adapters.queue_store import QueueStore
 from ds01.domain.queue import QueueState
 from ds01.errors import DS01Error
-from ds01.services.containers import ContainerService
+from ds01.services.container.create import CreateRequest, CreateService
+from ds01.services.container.operations import ContainerService
 from ds01.services.context import AppContext
-from ds01.services.create import CreateRequest, CreateService
-from ds01.services.holdings import HoldingsService
-from ds01.services.queue import QueueOutcome, QueueService, process_queue_quietly
+from ds01.services.gpu.holdings import HoldingsService
+from ds01.services.gpu.queue import QueueOutcome, QueueService, process_queue_quietly
 
 from .conftest import USERS, Lab, new_lab
 

@@ -12,7 +12,7 @@ from ds01.domain.actor import Actor
 from ds01.domain.labels import ImageLabels
 from ds01.domain.naming import project_image_name
 from ds01.errors import NoCapacityError, RefusedError, UsageError
-from ds01.services.create import CreateRequest, CreateResult, CreateService
+from ds01.services.container.create import CreateRequest, CreateResult, CreateService
 
 from .conftest import H200, Lab
 

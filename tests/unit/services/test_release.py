@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from ds01.errors import NoCapacityError, RefusedError, UsageError
-from ds01.services.containers import ContainerService
-from ds01.services.create import CreateRequest, CreateResult, CreateService
-from ds01.services.holdings import HoldingsService
-from ds01.services.queue import QueueService, process_queue_quietly
+from ds01.services.container.create import CreateRequest, CreateResult, CreateService
+from ds01.services.container.operations import ContainerService
+from ds01.services.gpu.holdings import HoldingsService
+from ds01.services.gpu.queue import QueueService, process_queue_quietly
 
 from .conftest import H200, Lab
 

@@ -24,10 +24,6 @@ from ds01.errors import DS01Error, ErrorCode
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src" / "ds01"
 README = ROOT / "README.md"
-# Until the lead merges the table into README.md it lives in docs/error-codes.md; the test
-# reads the README's "## Error codes" section when there is one, else that file, so it
-# passes before and after the merge.
-DOCS_TABLE = ROOT / "docs" / "error-codes.md"
 SECTION = "## Error codes"
 
 #: Exception class name -> its exit code, for every class of the DS01Error tree.
@@ -197,9 +193,9 @@ SCAN = scan(list(_modules()))
 
 def _table_text() -> tuple[Path, str]:
     readme = README.read_text(encoding="utf-8")
-    source = (README, readme) if SECTION in readme else (DOCS_TABLE, DOCS_TABLE.read_text())
-    text = source[1].split(SECTION, 1)[1]
-    return source[0], re.split(r"^## ", text, maxsplit=1, flags=re.M)[0]
+    assert SECTION in readme, f"README.md has no {SECTION!r} section"
+    text = readme.split(SECTION, 1)[1]
+    return README, re.split(r"^## ", text, maxsplit=1, flags=re.M)[0]
 
 
 def documented() -> dict[str, str]:

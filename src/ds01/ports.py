@@ -17,6 +17,7 @@ from ds01.domain.containers import ContainerInfo, ContainerSpec
 from ds01.domain.devices import Inventory
 from ds01.domain.engine_types import (
     BuildOutcome,
+    BuildRequest,
     BuildStep,
     ContainerDetails,
     ContainerFile,
@@ -227,18 +228,13 @@ class BuildEngine(Protocol):
     def build(
         self,
         context: IO[bytes],
+        request: BuildRequest,
         *,
-        tag: str,
-        dockerfile: str = "Dockerfile",
-        buildargs: Mapping[str, str] | None = None,
-        labels: Mapping[str, str] | None = None,
-        network_mode: str | None = None,
-        timeout: float = 3600.0,
-        nocache: bool = False,
         on_step: Callable[[BuildStep], None] | None = None,
         on_line: Callable[[str], None] | None = None,
     ) -> BuildOutcome:
-        """Build ``context`` and tag the result ``tag``; raises BuildError on a failed step."""
+        """Build ``context`` and tag the result ``request.tag``; raises BuildError on a
+        failed step."""
         ...
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ds01.adapters.user_fs import open_real_dir as walk_real_directory
-from ds01.domain.engine_types import BuildOutcome, BuildStep
+from ds01.domain.engine_types import BuildOutcome, BuildRequest, BuildStep
 from ds01.errors import BuildError, EngineError, ErrorCode, UsageError
 
 if TYPE_CHECKING:
@@ -177,18 +177,13 @@ def _failure(stream: BuildStream, tag: str) -> BuildError:
 def run_build(
     engine: DockerEngine,
     context: IO[bytes],
+    request: BuildRequest,
     *,
-    tag: str,
-    dockerfile: str = "Dockerfile",
-    buildargs: Mapping[str, str] | None = None,
-    labels: Mapping[str, str] | None = None,
-    network_mode: str | None = None,
-    timeout: float = 3600.0,
-    nocache: bool = False,
     on_step: Callable[[BuildStep], None] | None = None,
     on_line: Callable[[str], None] | None = None,
 ) -> BuildOutcome:
-    """Build the tar ``context`` (positioned at its start) and tag the result ``tag``.
+    """Build the tar ``context`` (positioned at its start) and tag the result
+    ``request.tag``.
 
     Raises :class:`BuildError` when a step fails (``details``: step, total, instruction,
     error, exit_code, last_lines) or the build runs past ``timeout`` seconds (checked at
@@ -197,6 +192,8 @@ def run_build(
     :class:`EngineError` when the engine fails.
     """
     import urllib3.exceptions
+
+    tag, timeout = request.tag, request.timeout
 
     stream = BuildStream(on_step=on_step, on_line=on_line)
     started = time.monotonic()
@@ -207,16 +204,16 @@ def run_build(
             events = engine.api.build(
                 fileobj=context,
                 custom_context=True,
-                dockerfile=dockerfile,
+                dockerfile=request.dockerfile,
                 tag=tag,
                 rm=True,
                 forcerm=True,
                 pull=False,
-                nocache=nocache,
+                nocache=request.nocache,
                 decode=True,
-                buildargs=dict(buildargs or {}),
-                labels=dict(labels or {}),
-                network_mode=network_mode,
+                buildargs=dict(request.buildargs),
+                labels=dict(request.labels),
+                network_mode=request.network_mode,
                 timeout=max(1, int(timeout)),
                 # Proxies come from DS01's configuration only, never a user's ~/.docker.
                 use_config_proxy=False,
@@ -510,27 +507,9 @@ class DockerBuildEngine:
     def build(
         self,
         context: IO[bytes],
+        request: BuildRequest,
         *,
-        tag: str,
-        dockerfile: str = "Dockerfile",
-        buildargs: Mapping[str, str] | None = None,
-        labels: Mapping[str, str] | None = None,
-        network_mode: str | None = None,
-        timeout: float = 3600.0,
-        nocache: bool = False,
         on_step: Callable[[BuildStep], None] | None = None,
         on_line: Callable[[str], None] | None = None,
     ) -> BuildOutcome:
-        return run_build(
-            self.engine,
-            context,
-            tag=tag,
-            dockerfile=dockerfile,
-            buildargs=buildargs,
-            labels=labels,
-            network_mode=network_mode,
-            timeout=timeout,
-            nocache=nocache,
-            on_step=on_step,
-            on_line=on_line,
-        )
+        return run_build(self.engine, context, request, on_step=on_step, on_line=on_line)

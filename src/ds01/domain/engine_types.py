@@ -9,7 +9,7 @@ tests can use them without importing the Docker SDK. (``ContainerInfo`` and
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ from ds01.domain.containers import ContainerInfo
 
 __all__ = [
     "BuildOutcome",
+    "BuildRequest",
     "BuildStep",
     "ContainerDetails",
     "ContainerFile",
@@ -102,3 +103,18 @@ class BuildOutcome:
     steps: int
     cached_steps: int
     seconds: float
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """One image build: what to tag, with which Dockerfile, arguments and labels.
+
+    ``timeout`` is in seconds; ``network_mode`` ``None`` is the engine's default."""
+
+    tag: str
+    dockerfile: str = "Dockerfile"
+    buildargs: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    network_mode: str | None = None
+    timeout: float = 3600.0
+    nocache: bool = False

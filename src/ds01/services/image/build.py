@@ -45,6 +45,7 @@ from ds01.adapters.user_fs import readable_by
 from ds01.domain.dockerfile import BuildNetwork
 from ds01.domain.dockerfile_labels import check_labels, ownership_labels
 from ds01.domain.dockerfile_refs import DockerfileReading, read_dockerfile, read_triggers
+from ds01.domain.engine_types import BuildRequest
 from ds01.domain.labels import ImageLabels, L
 from ds01.domain.naming import docker_safe_component
 from ds01.errors import BuildError, ConfigError, EngineError, ErrorCode, RefusedError, UsageError
@@ -393,8 +394,7 @@ class ImageBuilder:
         with tempfile.TemporaryFile(prefix="ds01-context-") as context:
             size = write_context(context, files, directory=plan.context_dir, may_read=may_read)
             relay.log.write(f"# build context: {size} bytes\n")
-            return self.ctx.builder.build(
-                context,
+            request = BuildRequest(
                 tag=plan.image,
                 dockerfile=DOCKERFILE_IN_CONTEXT,
                 buildargs=plan.network.build_args(),
@@ -402,9 +402,8 @@ class ImageBuilder:
                 network_mode=self.ctx.settings.build.network,
                 timeout=self.ctx.settings.build.timeout,
                 nocache=nocache,
-                on_step=relay.step,
-                on_line=relay.line,
             )
+            return self.ctx.builder.build(context, request, on_step=relay.step, on_line=relay.line)
 
     def _drop_replaced(self, actor: Actor, previous: ImageInfo) -> None:
         """Remove the build a new one replaced: only an untagged DS01 image of this user

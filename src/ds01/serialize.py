@@ -7,7 +7,12 @@ instead of a hand-written ``to_dict``:
 
 * ``json_key("id")``: the field is written under another key;
 * ``JSON_SKIP``: the field is internal and not written;
-* ``JSON_OMIT_EMPTY``: the field is left out when it is empty (``None``, ``""``, ``()``).
+* ``JSON_OMIT_EMPTY``: the field is left out when it is empty (``None``, ``""``, ``()``);
+* ``JSON_OMIT_NONE``: the field is left out only when it is ``None`` (``False`` and ``0``
+  are written);
+* ``json_round(n)``: a float field is written rounded to ``n`` places (``None`` stays).
+
+Metadata combine: ``{**json_key("x"), **json_round(1)}``.
 
 Values: an ``Enum`` is its value, a ``datetime`` its ``isoformat()``, a ``Fraction`` (GPU
 equivalents) a float rounded as :func:`format_equivalents` does, a ``Path`` its string,
@@ -26,15 +31,21 @@ from typing import Any, Final
 
 from ds01.domain.devices import format_equivalents
 
-__all__ = ["JSON_OMIT_EMPTY", "JSON_SKIP", "json_key", "to_json"]
+__all__ = ["JSON_OMIT_EMPTY", "JSON_OMIT_NONE", "JSON_SKIP", "json_key", "json_round", "to_json"]
 
 JSON_SKIP: Final[Mapping[str, Any]] = {"json_skip": True}
 JSON_OMIT_EMPTY: Final[Mapping[str, Any]] = {"json_omit_empty": True}
+JSON_OMIT_NONE: Final[Mapping[str, Any]] = {"json_omit_none": True}
 
 
 def json_key(key: str) -> Mapping[str, Any]:
     """Field metadata: write this field under ``key``."""
     return {"json_key": key}
+
+
+def json_round(places: int) -> Mapping[str, Any]:
+    """Field metadata: write this (float) field rounded to ``places`` decimal places."""
+    return {"json_round": places}
 
 
 def to_json(value: Any) -> Any:
@@ -68,5 +79,10 @@ def _dataclass(value: Any) -> dict[str, Any]:
         item = getattr(value, f.name)
         if f.metadata.get("json_omit_empty") and not item:
             continue
+        if item is None and f.metadata.get("json_omit_none"):
+            continue
+        places = f.metadata.get("json_round")
+        if places is not None and item is not None:
+            item = round(item, places)
         out[f.metadata.get("json_key", f.name)] = to_json(item)
     return out

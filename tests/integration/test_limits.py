@@ -188,7 +188,7 @@ def _aggregate_holds(ctx: AppContext, alice: Actor) -> None:
         alice, CreateRequest(name="agg1", framework="pytorch", cpu_only=True)
     )
     CreateService(ctx).create(alice, CreateRequest(name="agg2", framework="pytorch", cpu_only=True))
-    parent = result.limits["cgroup_parent"].strip("/")
+    parent = (result.limits.cgroup_parent or "").strip("/")
     root = Path("/sys/fs/cgroup")
     assert (root / "memory" / parent / "memory.limit_in_bytes").read_text().strip() == str(
         192 * MIB

@@ -120,7 +120,7 @@ def test_an_aime_container_with_gpus_all_holds_every_device(
     }
     engine.api.create_container(BASE_IMAGE, ["sleep", "infinity"], name=tag, labels=labels)
     status = GpuService(ds01_env.context(alice)).status()
-    assert status["devices"][0]["container"] == tag and status["free_equivalents"] == 0
+    assert status.devices[0].container == tag and status.free_equivalents == 0
     with pytest.raises(NoCapacityError, match=r"^No free GPU fits 1 GPU now: 0 of the 1") as full:
         CreateService(ds01_env.context(alice)).create(
             alice, CreateRequest(name="wants-gpu", framework="pytorch")

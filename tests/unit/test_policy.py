@@ -28,6 +28,8 @@ from ds01.domain.policy import (
     resolve,
 )
 from ds01.errors import ConfigError
+from ds01.serialize import to_json
+from ds01.services.limits import LimitsReport
 
 GiB = 1024**3
 
@@ -108,7 +110,7 @@ def test_the_last_layer_naming_a_key_wins_and_null_stays_unlimited(
         assert resolved.values[key] == layer[key]
         if layer[key] is None:
             # null set at any layer and not named again above it: unlimited to the end.
-            assert resolved.to_dict()["limits"][key]["value"] is None
+            assert resolved.limit_items()[key].value is None
 
 
 @given(layers(), layers(), st.lists(st.sampled_from(["u1", "u2", "u3", "x"]), max_size=4))
@@ -173,7 +175,7 @@ def test_null_survives_every_layer() -> None:
     assert (
         user_null.max_gpu_equivalents is None and user_null.sources["max_gpu_equivalents"] == "user"
     )
-    assert user_null.to_dict()["limits"]["max_gpu_equivalents"]["display"] == "unlimited"
+    assert user_null.limit_items()["max_gpu_equivalents"].display == "unlimited"
     restored = resolve(_policy(group={"idle_timeout": None}, user={"idle_timeout": 600}), "alice")
     assert restored.idle_timeout_s == 600
 
@@ -362,8 +364,10 @@ def test_json_form_is_stable_and_serialisable() -> None:
         ),
         "alice",
     )
-    data = resolved.to_dict()
-    assert set(data) == {"user", "group", "group_via", "limits", "docker"}
+    data = to_json(LimitsReport.of(resolved, "systemd"))
+    assert list(data) == [
+        "user", "group", "group_via", "limits", "docker", "cgroup_driver", "cgroup_parent",
+    ]  # fmt: skip
     assert list(data["limits"]) == list(LIMIT_KEYS)
     for entry in data["limits"].values():
         assert set(entry) == {"value", "display", "source"}

@@ -18,10 +18,11 @@ import pytest
 from ds01.adapters.event_log import Event
 from ds01.config.yaml_source import Problem
 from ds01.errors import ErrorCode
-from ds01.serialize import JSON_OMIT_EMPTY, JSON_SKIP, json_key, to_json
+from ds01.serialize import JSON_OMIT_EMPTY, JSON_OMIT_NONE, JSON_SKIP, json_key, json_round, to_json
 from ds01.services.container.create import CreateResult
 from ds01.services.container.operations import ContainerView, StatsView
 from ds01.services.image.service import ImageView
+from ds01.services.limits import AppliedLimits
 from ds01.services.project.service import ProjectInitResult
 from ds01.services.user.setup import Check, CheckStatus, SetupReport
 
@@ -68,6 +69,24 @@ def test_generic_rules() -> None:
     assert type(data["code"]) is str and type(data["colour"]) is str  # plain, not the enum
     assert to_json(Outer("n", "s", note="hi"))["note"] == "hi"
     json.dumps(data)  # nothing json cannot write
+
+
+@dataclass(frozen=True)
+class Rounded:
+    seconds: float | None = field(default=None, metadata=json_round(1))
+    share: float = field(default=0.0, metadata={**json_key("s"), **json_round(3)})
+    flag: bool | None = field(default=None, metadata=JSON_OMIT_NONE)
+    count: int | None = field(default=None, metadata=JSON_OMIT_NONE)
+
+
+def test_rounding_and_omitting_only_none() -> None:
+    assert to_json(Rounded(12.3456, 0.123456)) == {"seconds": 12.3, "s": 0.123}
+    assert to_json(Rounded()) == {"seconds": None, "s": 0.0}
+    # Unlike JSON_OMIT_EMPTY, False and 0 are values and are written.
+    assert to_json(Rounded(flag=False, count=0)) == {
+        "seconds": None, "s": 0.0, "flag": False, "count": 0,
+    }  # fmt: skip
+    assert list(to_json(Rounded(flag=True, count=2))) == ["seconds", "s", "flag", "count"]
 
 
 def test_unknown_types_are_refused_not_guessed() -> None:
@@ -167,15 +186,24 @@ def test_project_init_result() -> None:
 
 
 def test_create_result() -> None:
+    limits = AppliedLimits("g", "/ds01.slice", 2_000_000_000, 1024, 2048, 64, 100)
     result = CreateResult(
-        "n", "n._.1000", "img", "Pytorch", None, "/w", ("GPU-1",), 1.0, {"group": "g"}, None
+        "n", "n._.1000", "img", "Pytorch", None, "/w", ("GPU-1",), 1.0, limits, None
     )
     keys, _ = _keys_and_json(result)
     assert keys == [
         "name", "container", "image", "framework", "arch", "workspace", "gpus",
         "gpu_equivalents", "limits", "queued",
     ]  # fmt: skip
-    assert to_json(result)["limits"] == {"group": "g"}
+    # The limits container create has always reported; ``aggregate_applied`` only once
+    # the combined limit was tried (then False is written too).
+    assert to_json(result)["limits"] == {
+        "group": "g", "cgroup_parent": "/ds01.slice", "nano_cpus": 2_000_000_000,
+        "memory": 1024, "memory_swap": 2048, "shm_size": 64, "pids_limit": 100,
+    }  # fmt: skip
+    tried = AppliedLimits("g", None, None, None, None, 64, None, aggregate_applied=False)
+    assert list(to_json(tried))[-1] == "aggregate_applied"
+    assert to_json(tried)["aggregate_applied"] is False
 
 
 def test_event_writes_ts_as_time() -> None:

@@ -22,7 +22,6 @@ import sqlite3
 import stat
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from urllib.parse import quote
 
 from ds01.adapters.state_db import StateDB, warn
@@ -40,7 +39,8 @@ _HINT = "An administrator lays it out with: sudo scripts/install --state-only"
 
 @dataclass(frozen=True)
 class ExemptionRow:
-    """One exemption as stored, with its provenance."""
+    """One exemption as stored, with its provenance; ``to_json`` of it is the object
+    ``ds01 admin exempt --json`` prints for each limit."""
 
     user: str
     kind: LimitKind
@@ -54,20 +54,6 @@ class ExemptionRow:
 
     def active(self, now: datetime) -> bool:
         return self.until is None or now < self.until
-
-    def to_dict(self, now: datetime | None = None) -> dict[str, Any]:
-        """The stable JSON object of ``ds01 admin exemptions --json``."""
-        out: dict[str, Any] = {
-            "user": self.user,
-            "kind": self.kind.value,
-            "until": None if self.until is None else self.until.isoformat(),
-            "reason": self.reason,
-            "created_by": self.created_by,
-            "created_at": self.created_at.isoformat(),
-        }
-        if now is not None:
-            out["active"] = self.active(now)
-        return out
 
 
 def _file_name(user: str, kind: LimitKind) -> str:

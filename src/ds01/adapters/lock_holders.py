@@ -16,9 +16,10 @@ import contextlib
 import os
 import pwd
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from ds01.serialize import JSON_SKIP
 
 __all__ = ["Holder", "end_holder", "holders_of"]
 
@@ -28,33 +29,39 @@ _PROC = Path("/proc")
 @dataclass(frozen=True)
 class Holder:
     """A process holding a lock: pid, effective uid, start time (clock ticks), command,
-    and the lock as the kernel names it (``major:minor:inode``)."""
+    and the lock as the kernel names it (``major:minor:inode``).
+
+    ``to_json`` of it (event details, the lock-timeout error) is ``pid``, ``uid``,
+    ``user`` and ``command``; ``user`` is the uid's name, looked up once, when the
+    holder is found.
+    """
 
     pid: int
     uid: int | None
-    start: int | None
+    user: str = field(init=False, compare=False)
+    start: int | None = field(metadata=JSON_SKIP)
     command: str
-    lock_id: str = ""
+    lock_id: str = field(default="", metadata=JSON_SKIP)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "user", _user_name(self.uid))
 
     @property
     def key(self) -> tuple[int, int | None]:
         return (self.pid, self.start)
 
-    @property
-    def user(self) -> str:
-        if self.uid is None:
-            return "an unknown user"
-        try:
-            return pwd.getpwuid(self.uid).pw_name
-        except KeyError:
-            return f"uid {self.uid}"
-
     def describe(self) -> str:
         shown = f" ({self.command})" if self.command else ""
         return f"{self.user}, pid {self.pid}{shown}"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"pid": self.pid, "uid": self.uid, "user": self.user, "command": self.command}
+
+def _user_name(uid: int | None) -> str:
+    if uid is None:
+        return "an unknown user"
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _lock_lines(text: str, dev: int, ino: int) -> list[tuple[int, str]]:

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from ds01.adapters.lock_holders import Holder, end_holder, holders_of
 from ds01.errors import ConfigError, ErrorCode, NoCapacityError
+from ds01.serialize import to_json
 
 __all__ = [
     "ALLOCATION_LOCK",
@@ -407,5 +408,5 @@ def _busy(fd: int, what: str, timeout: float) -> NoCapacityError:
         hint="Try again in a moment; nothing was created. A process that keeps holding it "
         "is ended by root's enforcement pass once it has held it past its lease.",
         code=ErrorCode.LOCK_TIMEOUT,
-        details={"holders": [h.to_dict() for h in holders]},
+        details={"holders": [to_json(h) for h in holders]},
     )

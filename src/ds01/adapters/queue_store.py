@@ -62,21 +62,6 @@ class QueueRow:
     container: str | None
     message: str | None
 
-    def to_dict(self) -> dict[str, Any]:
-        e = self.entry
-        return {
-            "id": e.id,
-            "user": e.user,
-            "request": e.request.describe(),
-            "name": self.spec.get("name"),
-            "priority": e.priority,
-            "enqueued_at": e.enqueued_at.isoformat(timespec="seconds"),
-            "state": e.state.value,
-            "updated_at": self.updated_at,
-            "container": self.container,
-            "message": self.message,
-        }
-
 
 def _row(r: sqlite3.Row) -> QueueRow:
     spec = json.loads(r["spec"])

@@ -43,18 +43,16 @@ def apply_limits(
     results = apply_user_limits(app_ctx, app_ctx.actor, users or None)
     if json_out:
         from ds01.cli.output import emit_json
+        from ds01.serialize import to_json
 
-        emit_json(results)
+        emit_json([to_json(r) for r in results])
         return
     from ds01.cli.output import print_table
 
     print_table(
         None,
         ["USER", "APPLIED", "WHERE", "NOTE"],
-        [
-            [r["user"], "yes" if r["applied"] else "no", r["where"] or "", r["reason"]]
-            for r in results
-        ],
+        [[r.user, "yes" if r.applied else "no", r.where or "", r.reason] for r in results],
         empty="No users with containers.",
     )
 
@@ -85,8 +83,9 @@ def exempt(
     flush_warnings(app_ctx)
     if json_out:
         from ds01.cli.output import emit_json
+        from ds01.serialize import to_json
 
-        emit_json([r.to_dict() for r in rows])
+        emit_json([to_json(r) for r in rows])
         return
     from ds01.cli.output import console
 
@@ -102,11 +101,11 @@ def exemptions(ctx: typer.Context, json_out: bool = JSON_OPTION) -> None:
 
     app_ctx = make_context(ctx)
     rows = listing(app_ctx, app_ctx.actor)
-    now = app_ctx.clock.now()
     if json_out:
         from ds01.cli.output import emit_json
+        from ds01.serialize import to_json
 
-        emit_json([r.to_dict(now) for r in rows])
+        emit_json([to_json(r) for r in rows])
         return
     from ds01.cli.output import print_table
 
@@ -120,7 +119,7 @@ def exemptions(ctx: typer.Context, json_out: bool = JSON_OPTION) -> None:
                 "never" if r.until is None else f"{r.until:%Y-%m-%d %H:%M} UTC",
                 r.reason,
                 r.created_by,
-                "yes" if r.active(now) else "expired",
+                "yes" if r.active else "expired",
             ]
             for r in rows
         ],

@@ -26,14 +26,15 @@ def list_(
     flush_warnings(app_ctx)
     if json_out:
         from ds01.cli.output import emit_json
+        from ds01.serialize import to_json
 
-        emit_json(rows)
+        emit_json([to_json(r) for r in rows])
         return
     from ds01.cli.output import print_table
 
     print_table(
         None,
         ["FRAMEWORK", "VERSION", "ARCH", "IMAGE"],
-        [[r["framework"], r["version"], ", ".join(r["archs"]), r["image"]] for r in rows],
+        [[r.framework, r.version, ", ".join(r.archs), r.image] for r in rows],
         empty="No catalog entries match.",
     )

@@ -295,8 +295,9 @@ def retire(
     flush_warnings(app_ctx)
     if json_out:
         from ds01.cli.output import emit_json
+        from ds01.serialize import to_json
 
-        emit_json(result.to_dict())
+        emit_json(to_json(result))
         return
     guide.note(f"Retired {result.name}. A fresh container: ds01 container deploy {result.name}")
 

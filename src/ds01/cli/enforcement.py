@@ -85,14 +85,16 @@ def _escape(text: str) -> str:
 
 def _show(report: PassReport, *, json_out: bool, compact: bool = False) -> None:
     """The pass for machines (one JSON document; one line each under --watch) or people."""
+    from ds01.serialize import to_json
+
     if json_out:
         if compact:
-            sys.stdout.write(json.dumps(report.to_dict(), default=str) + "\n")
+            sys.stdout.write(json.dumps(to_json(report.result())) + "\n")
             sys.stdout.flush()
         else:
             from ds01.cli.output import emit_json
 
-            emit_json(report.to_dict())
+            emit_json(to_json(report.result()))
     else:
         _show_human(report)
     from ds01.cli.output import error_console
@@ -104,19 +106,23 @@ def _show(report: PassReport, *, json_out: bool, compact: bool = False) -> None:
 
 
 def _show_human(report: PassReport) -> None:
-    from ds01.cli.output import console, print_table, warn
+    from fractions import Fraction
 
-    data = report.to_dict()
-    busy = data["busy"]
+    from ds01.cli.output import console, print_table, warn
+    from ds01.domain.devices import format_equivalents
+
+    result = report.result()
+    busy = result.busy
     load = ""
-    if busy["total_equivalents"]:
+    if busy.total_equivalents:
+        allocated = format_equivalents(busy.allocated_equivalents or Fraction(0))
         load = (
-            f"; {busy['allocated_equivalents']:g} of {busy['total_equivalents']:g} GPU "
+            f"; {allocated:g} of {format_equivalents(busy.total_equivalents):g} GPU "
             "equivalents allocated"
         )
-        if busy["is_busy"]:
-            load += f" (busy: idle timeouts x {busy['idle_timeout_factor']:g})"
-    counts = data["counts"]
+        if busy.is_busy:
+            load += f" (busy: idle timeouts x {busy.idle_timeout_factor:g})"
+    counts = result.counts
     done = ", ".join(
         _count(counts[key], word)
         for key, word in (
@@ -149,8 +155,8 @@ def _show_human(report: PassReport) -> None:
             )
     if rows:
         print_table(None, ["CONTAINER", "OWNER", "ACTION", "WHY", "RESULT"], rows)
-    for item in report.queue:
-        console().print(f"queue #{item['id']} ({item['user']}): {item['state']}")
+    for item in result.queue:
+        console().print(f"queue #{item.entry_id} ({item.user}): {item.state}")
     for message in report.warnings:
         warn(message)
 

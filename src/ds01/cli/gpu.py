@@ -20,31 +20,33 @@ def status(ctx: typer.Context, json_out: bool = JSON_OPTION) -> None:
     from ds01.services.gpu.status import GpuService
 
     app_ctx = make_context(ctx)
-    data = GpuService(app_ctx).status()
+    status_ = GpuService(app_ctx).status()
     flush_warnings(app_ctx)
     if json_out:
         from ds01.cli.output import emit_json
+        from ds01.serialize import to_json
 
-        emit_json(data)
+        emit_json(to_json(status_))
         return
     from ds01.cli.output import console, print_table
+    from ds01.domain.devices import format_equivalents
 
     rows = []
-    for d in data["devices"]:
-        what = f"GPU {d['gpu_index']}" + (f" MIG {d['mig_profile']}" if d["mig_profile"] else "")
-        util = "-" if d["utilization_gpu"] is None else f"{d['utilization_gpu']}%"
-        holder = f"{d['user']} / {d['container']}" if d["user"] else "free"
-        since = (d["since"] or "")[:16].replace("T", " ")
-        rows.append([what, d["name"], f"{d['equivalents']:g}", util, holder, since])
+    for d in status_.devices:
+        what = f"GPU {d.gpu_index}" + (f" MIG {d.mig_profile}" if d.mig_profile else "")
+        util = "-" if d.utilization_gpu is None else f"{d.utilization_gpu}%"
+        holder = f"{d.user} / {d.container}" if d.user else "free"
+        since = "" if d.since is None else d.since.isoformat()[:16].replace("T", " ")
+        rows.append([what, d.name, f"{format_equivalents(d.equivalents):g}", util, holder, since])
     print_table(
         None,
         ["DEVICE", "NAME", "EQ", "UTIL", "HELD BY", "SINCE"],
         rows,
-        empty=f"No GPU devices (inventory: {data['source']}).",
+        empty=f"No GPU devices (inventory: {status_.source}).",
     )
-    console().print(
-        f"Free: {data['free_equivalents']:g} of {data['total_equivalents']:g} GPU equivalents."
-    )
+    free = format_equivalents(status_.free_equivalents)
+    total = format_equivalents(status_.total_equivalents)
+    console().print(f"Free: {free:g} of {total:g} GPU equivalents.")
 
 
 @queue_app.callback(invoke_without_command=True)
@@ -62,8 +64,9 @@ def queue(
     rows = QueueService(app_ctx).listing(app_ctx.actor, all_users=all_users)
     if json_out:
         from ds01.cli.output import emit_json
+        from ds01.serialize import to_json
 
-        emit_json(rows)
+        emit_json([to_json(r) for r in rows])
         return
     from ds01.cli.output import print_table
 
@@ -72,13 +75,13 @@ def queue(
         ["ID", "POS", "USER", "NAME", "REQUEST", "WAITING SINCE", "WHY"],
         [
             [
-                r["id"],
-                r.get("position"),
-                r["user"],
-                r["name"],
-                r["request"],
-                r["enqueued_at"][:16].replace("T", " "),
-                r.get("why"),
+                r.id,
+                r.position,
+                r.user,
+                r.name,
+                r.request,
+                r.enqueued_at[:16].replace("T", " "),
+                r.why,
             ]
             for r in rows
         ],

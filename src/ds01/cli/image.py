@@ -89,8 +89,9 @@ def _short(text: str, width: int) -> str:
 def _report_build(result: ImageResult, json_out: bool) -> None:
     if json_out:
         from ds01.cli.output import emit_json
+        from ds01.serialize import to_json
 
-        emit_json(result.to_dict())
+        emit_json(to_json(result))
         return
     from rich.markup import escape
 
@@ -276,8 +277,9 @@ def delete(
     flush_warnings(app_ctx)
     if json_out:
         from ds01.cli.output import emit_json
+        from ds01.serialize import to_json
 
-        emit_json(result.to_dict())
+        emit_json(to_json(result))
         return
     from rich.markup import escape
 

@@ -25,24 +25,25 @@ def limits(
     from ds01.services.limits import describe_limits
 
     app_ctx = make_context(ctx)
-    data, resolved = describe_limits(app_ctx, app_ctx.actor, user)
+    report, resolved = describe_limits(app_ctx, app_ctx.actor, user)
     flush_warnings(app_ctx)
     if docker_args:
-        typer.echo(" ".join(resolved.docker_cli_args(cgroup_parent=data["cgroup_parent"])))
+        typer.echo(" ".join(resolved.docker_cli_args(cgroup_parent=report.cgroup_parent)))
         return
     if json_out:
         from ds01.cli.output import emit_json
+        from ds01.serialize import to_json
 
-        emit_json(data)
+        emit_json(to_json(report))
         return
     from ds01.cli.output import console, print_table
 
     console().print(
-        f"User [bold]{data['user']}[/bold], group [bold]{data['group']}[/bold] "
-        f"({data['group_via']}); containers go under {data['cgroup_parent']}"
+        f"User [bold]{report.user}[/bold], group [bold]{report.group}[/bold] "
+        f"({report.group_via}); containers go under {report.cgroup_parent}"
     )
     print_table(
         None,
         ["LIMIT", "VALUE", "FROM"],
-        [[key, item["display"], item["source"]] for key, item in data["limits"].items()],
+        [[key, item.display, item.source] for key, item in report.limits.items()],
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
 
 from ds01.domain.containers import ContainerInfo
 from ds01.domain.devices import format_equivalents
@@ -19,6 +18,7 @@ from ds01.errors import ErrorCode, RefusedError
 __all__ = [
     "AggregateLimits",
     "IdlePolicy",
+    "LimitItem",
     "ResolvedLimits",
     "check_container_count",
     "display_value",
@@ -110,12 +110,15 @@ def display_value(key: str, value: LimitValue) -> str:
     return str(value)
 
 
-def _json_value(value: LimitValue) -> Any:
-    if isinstance(value, Fraction):
-        return format_equivalents(value)
-    if isinstance(value, tuple):
-        return list(value)
-    return value
+@dataclass(frozen=True)
+class LimitItem:
+    """One resolved limit: its value (a ``Fraction`` for GPU equivalents, a tuple for MIG
+    profiles, ``None`` for unlimited), as a person reads it, and its source (``builtin``,
+    ``default``, ``group:NAME``, ``user``)."""
+
+    value: LimitValue
+    display: str
+    source: str
 
 
 @dataclass(frozen=True)
@@ -210,21 +213,12 @@ class ResolvedLimits:
             priority=self.priority,
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """The stable JSON form printed by ``ds01 limits --json`` (see docs/resource-limits.md)."""
+    def limit_items(self) -> dict[str, LimitItem]:
+        """Every limit in :data:`LIMIT_KEYS` order: value, how it reads, where it came
+        from (the ``limits`` object of ``ds01 limits --json``)."""
         return {
-            "user": self.user,
-            "group": self.group,
-            "group_via": self.group_via,
-            "limits": {
-                key: {
-                    "value": _json_value(self.values[key]),
-                    "display": self.display(key),
-                    "source": self.sources[key],
-                }
-                for key in LIMIT_KEYS
-            },
-            "docker": self.docker_create_kwargs(),
+            key: LimitItem(self.values[key], self.display(key), self.sources[key])
+            for key in LIMIT_KEYS
         }
 
 

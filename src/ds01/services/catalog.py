@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ds01.domain.arch import host_arch
@@ -10,19 +11,25 @@ from ds01.errors import ErrorCode, UsageError
 if TYPE_CHECKING:
     from ds01.services.context import AppContext
 
-__all__ = ["catalog_rows", "resolve_arch"]
+__all__ = ["CatalogRow", "catalog_rows", "resolve_arch"]
+
+
+@dataclass(frozen=True)
+class CatalogRow:
+    """One line of ``ds01 catalog list --json``."""
+
+    framework: str
+    version: str
+    archs: tuple[str, ...]
+    image: str
 
 
 def catalog_rows(
     ctx: AppContext, *, framework: str | None = None, arch: str | None = None
-) -> list[dict[str, Any]]:
-    """Entries as the stable ``--json`` objects: framework, version, archs, image."""
-    catalog = ctx.catalog
-    entries = catalog.entries_for(framework=framework, arch=arch)
-    return [
-        {"framework": e.framework, "version": e.version, "archs": list(e.archs), "image": e.image}
-        for e in entries
-    ]
+) -> list[CatalogRow]:
+    """The catalog's entries (those of ``framework`` / for ``arch`` when given)."""
+    entries = ctx.catalog.entries_for(framework=framework, arch=arch)
+    return [CatalogRow(e.framework, e.version, e.archs, e.image) for e in entries]
 
 
 def resolve_arch(ctx: AppContext, flag: str | None, *, required: bool) -> tuple[str | None, str]:

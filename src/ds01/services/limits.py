@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from ds01.adapters.cgroups import AggregateResult, CgroupManager
 from ds01.domain.containers import Limits
 from ds01.errors import DS01Error, EngineError, ErrorCode, RefusedError
+from ds01.serialize import JSON_OMIT_NONE
 from ds01.services.container.lookup import all_containers
 
 if TYPE_CHECKING:
     from ds01.domain.actor import Actor
     from ds01.domain.policy import ResolvedLimits
+    from ds01.domain.resolved_limits import LimitItem
     from ds01.services.context import AppContext
 
 __all__ = [
+    "AppliedLimits",
     "ContainerLimits",
+    "LimitsReport",
+    "UserLimitsResult",
     "apply_aggregate",
     "apply_user_limits",
     "describe_limits",
@@ -37,9 +42,35 @@ def limits_for_user(ctx: AppContext, user: str) -> ResolvedLimits:
     return limits_for(ctx, ctx.accounts.actor(user))
 
 
+@dataclass(frozen=True)
+class LimitsReport:
+    """``ds01 limits --json``: a user's resolved limits, the Docker keyword arguments they
+    mean, and where their containers go in the cgroup tree (see docs/resource-limits.md)."""
+
+    user: str
+    group: str
+    group_via: str
+    limits: Mapping[str, LimitItem]
+    docker: Mapping[str, int]
+    cgroup_driver: str
+    cgroup_parent: str
+
+    @classmethod
+    def of(cls, resolved: ResolvedLimits, driver: str) -> LimitsReport:
+        return cls(
+            user=resolved.user,
+            group=resolved.group,
+            group_via=resolved.group_via,
+            limits=resolved.limit_items(),
+            docker=resolved.docker_create_kwargs(),
+            cgroup_driver=driver,
+            cgroup_parent=resolved.cgroup_parent(driver),
+        )
+
+
 def describe_limits(
     ctx: AppContext, actor: Actor, user: str | None
-) -> tuple[dict[str, Any], ResolvedLimits]:
+) -> tuple[LimitsReport, ResolvedLimits]:
     """``ds01 limits``: the caller's limits, or (admins) another user's."""
     if user is not None and user != actor.name and not actor.is_admin:
         raise RefusedError(
@@ -48,11 +79,22 @@ def describe_limits(
             code=ErrorCode.NOT_ADMIN,
         )
     resolved = limits_for_user(ctx, user) if user else limits_for(ctx, actor)
-    data = resolved.to_dict()
-    driver = ctx.engine.cgroup_driver()
-    data["cgroup_driver"] = driver
-    data["cgroup_parent"] = resolved.cgroup_parent(driver)
-    return data, resolved
+    return LimitsReport.of(resolved, ctx.engine.cgroup_driver()), resolved
+
+
+@dataclass(frozen=True)
+class AppliedLimits:
+    """The limits a new container got (``container create --json``: ``limits``).
+    ``aggregate_applied`` is there only once the user's combined limit was tried."""
+
+    group: str
+    cgroup_parent: str | None
+    nano_cpus: int | None
+    memory: int | None
+    memory_swap: int | None
+    shm_size: int | None
+    pids_limit: int | None
+    aggregate_applied: bool | None = field(default=None, metadata=JSON_OMIT_NONE)
 
 
 @dataclass(frozen=True)
@@ -64,19 +106,18 @@ class ContainerLimits:
     driver: str
     aggregate: AggregateResult | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "group": self.resolved.group,
-            "cgroup_parent": self.limits.cgroup_parent,
-            "nano_cpus": self.limits.nano_cpus,
-            "memory": self.limits.memory,
-            "memory_swap": self.limits.memory_swap,
-            "shm_size": self.limits.shm_size,
-            "pids_limit": self.limits.pids_limit,
-        }
-        if self.aggregate is not None:
-            out["aggregate_applied"] = self.aggregate.applied
-        return out
+    def applied(self) -> AppliedLimits:
+        """What the container gets, flat, as create reports it."""
+        return AppliedLimits(
+            group=self.resolved.group,
+            cgroup_parent=self.limits.cgroup_parent,
+            nano_cpus=self.limits.nano_cpus,
+            memory=self.limits.memory,
+            memory_swap=self.limits.memory_swap,
+            shm_size=self.limits.shm_size,
+            pids_limit=self.limits.pids_limit,
+            aggregate_applied=None if self.aggregate is None else self.aggregate.applied,
+        )
 
 
 def plan_container_limits(ctx: AppContext, actor: Actor) -> ContainerLimits:
@@ -137,9 +178,20 @@ def apply_aggregate(ctx: AppContext, planned: ContainerLimits) -> ContainerLimit
     return replace(planned, aggregate=result)
 
 
+@dataclass(frozen=True)
+class UserLimitsResult:
+    """One user's line of ``ds01 admin apply-limits``: whether their combined limit is in
+    place, on which cgroup, and why not."""
+
+    user: str
+    applied: bool
+    where: str | None
+    reason: str
+
+
 def apply_user_limits(
     ctx: AppContext, actor: Actor, users: Collection[str] | None = None
-) -> list[dict[str, Any]]:
+) -> list[UserLimitsResult]:
     """Prepare every user's parent cgroup with their aggregate limit (admins, as root).
 
     Without ``users``: everyone who has a DS01 or AIME container. The enforcement timer
@@ -149,21 +201,21 @@ def apply_user_limits(
         raise RefusedError("Only administrators may apply limits.", code=ErrorCode.NOT_ADMIN)
     if users is None:
         users = sorted({c.owner for c in all_containers(ctx.engine) if c.owner})
-    out: list[dict[str, Any]] = []
+    out: list[UserLimitsResult] = []
     for user in users:
         try:
             owner = ctx.accounts.actor(user)
             applied = apply_aggregate(ctx, plan_container_limits(ctx, owner))
         except DS01Error as exc:
-            out.append({"user": user, "applied": False, "where": None, "reason": exc.message})
+            out.append(UserLimitsResult(user, False, None, exc.message))
             continue
         result = applied.aggregate
         out.append(
-            {
-                "user": user,
-                "applied": bool(result and result.applied),
-                "where": result.where if result else None,
-                "reason": result.reason if result else "no aggregate limit",
-            }
+            UserLimitsResult(
+                user=user,
+                applied=bool(result and result.applied),
+                where=result.where if result else None,
+                reason=result.reason if result else "no aggregate limit",
+            )
         )
     return out

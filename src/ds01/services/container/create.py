@@ -22,6 +22,7 @@ from ds01.domain.devices import format_equivalents
 from ds01.domain.labels import ImageLabels
 from ds01.domain.naming import container_tag, project_image_name, validate_name
 from ds01.errors import ErrorCode, NoCapacityError, RefusedError, UsageError
+from ds01.serialize import to_json
 from ds01.services.audit import audited
 from ds01.services.catalog import resolve_arch
 from ds01.services.container.lookup import refuse_existing
@@ -38,7 +39,12 @@ from ds01.services.container.provisioning import (
 from ds01.services.container.recovery import RecoveryService
 from ds01.services.gpu.allocation import allocation_lock, check_and_decide, waiting_requests
 from ds01.services.gpu.queue import QueueService
-from ds01.services.limits import ContainerLimits, apply_aggregate, plan_container_limits
+from ds01.services.limits import (
+    AppliedLimits,
+    ContainerLimits,
+    apply_aggregate,
+    plan_container_limits,
+)
 
 if TYPE_CHECKING:
     from ds01.adapters.docker_engine import ImageInfo
@@ -60,7 +66,7 @@ class CreateResult:
     workspace: str
     gpus: tuple[str, ...]
     gpu_equivalents: float
-    limits: Mapping[str, Any]
+    limits: AppliedLimits
     queued: int | None = None
 
 
@@ -241,7 +247,9 @@ class CreateService:
                 result = self.result(prepared, None, queued=queued)
             else:
                 result = self.result(prepared, allocation)
-                audit.add(image=prepared.image.ref, gpus=list(result.gpus), limits=result.limits)
+                audit.add(
+                    image=prepared.image.ref, gpus=list(result.gpus), limits=to_json(result.limits)
+                )
         crash_point("recorded")
         if on_result is not None:
             on_result(result)
@@ -296,6 +304,6 @@ class CreateService:
             workspace=str(prepared.workspace),
             gpus=allocation.uuids if allocation else (),
             gpu_equivalents=format_equivalents(allocation.equivalents) if allocation else 0.0,
-            limits=prepared.limits.to_dict(),
+            limits=prepared.limits.applied(),
             queued=queued,
         )

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -32,6 +32,7 @@ from ds01.adapters.identity import require_non_root
 from ds01.domain.labels import ImageLabels
 from ds01.domain.naming import container_tag, project_image_name, validate_name
 from ds01.errors import ErrorCode, NotFoundError, UsageError
+from ds01.serialize import JSON_SKIP, json_key
 from ds01.services.audit import audited
 from ds01.services.container.create import CreateRequest, CreateService
 from ds01.services.container.operations import ContainerService
@@ -112,7 +113,7 @@ class DeployRequest(CreateRequest):
 
 @dataclass(frozen=True)
 class DeployResult:
-    """What ``deploy`` did; ``to_dict`` is its JSON form (events, tests)."""
+    """What ``deploy`` did; ``to_json`` of it is its JSON form (events, tests)."""
 
     name: str
     container: str
@@ -122,18 +123,6 @@ class DeployResult:
     gpus: tuple[str, ...]
     queued: int | None = None
     shell_exit: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "container": self.container,
-            "created": self.created,
-            "image": self.image,
-            "built": self.built,
-            "gpus": list(self.gpus),
-            "queued": self.queued,
-            "shell_exit": self.shell_exit,
-        }
 
 
 # -- retire -----------------------------------------------------------------------------
@@ -187,27 +176,23 @@ def packages_from_changes(changes: Iterable[Mapping[str, Any]]) -> PackageChange
 
 @dataclass(frozen=True)
 class RetireResult:
-    """What ``retire`` did; ``to_dict`` is the ``--json`` object."""
+    """What ``retire`` did; ``to_json`` of it is the ``--json`` object."""
 
     name: str
     container: str
-    packages: PackageChanges
-    saved: tuple[str, ...]
+    #: What pip added; the JSON has it as the two lists below.
+    packages: PackageChanges = field(metadata=JSON_SKIP)
+    installed_packages: tuple[str, ...] = field(init=False)
+    installed_from_paths: tuple[str, ...] = field(init=False)
+    saved: tuple[str, ...] = field(metadata=json_key("saved_packages"))
     dockerfile: str | None
     stopped: bool
     released_gpus: tuple[str, ...]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "container": self.container,
-            "installed_packages": list(self.packages.added),
-            "installed_from_paths": list(self.packages.direct),
-            "saved_packages": list(self.saved),
-            "dockerfile": self.dockerfile,
-            "stopped": self.stopped,
-            "released_gpus": list(self.released_gpus),
-        }
+    def __post_init__(self) -> None:
+        # Frozen: the derived fields are set once, here.
+        object.__setattr__(self, "installed_packages", self.packages.added)
+        object.__setattr__(self, "installed_from_paths", self.packages.direct)
 
 
 #: Asked (on a terminal) whether to add the packages to the project's Dockerfile.
@@ -307,13 +292,13 @@ class Orchestrator:
                 req.name, created.container, False, created.image, built, (), created.queued
             )
         limits = created.limits
-        cpus = (limits.get("nano_cpus") or 0) / 1e9
-        memory = limits.get("memory")
+        cpus = (limits.nano_cpus or 0) / 1e9
+        memory = limits.memory
         say.note(f"Created {created.container} from {created.image}.")
         say.note(
             f"Limits: {cpus:g} CPU{'' if cpus == 1 else 's'}, "
             + (f"{memory / 2**30:g} GiB memory" if memory else "no memory limit")
-            + f" (group {limits.get('group')}); workspace {created.workspace} -> /workspace"
+            + f" (group {limits.group}); workspace {created.workspace} -> /workspace"
         )
         say.note("GPU: " + (", ".join(created.gpus) or "none (CPU only)"))
         return DeployResult(req.name, created.container, True, created.image, built, created.gpus)

@@ -30,7 +30,7 @@ import stat
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ds01.adapters.create_journal import Creator, StaleJournal, stale_journals
 from ds01.adapters.queue_store import QueueStore
@@ -40,6 +40,7 @@ from ds01.domain.labels import L
 from ds01.domain.naming import split_tag
 from ds01.domain.queue import QueueState
 from ds01.errors import DS01Error, NotFoundError
+from ds01.serialize import json_key, to_json
 
 if TYPE_CHECKING:
     from ds01.domain.actor import Actor
@@ -53,7 +54,7 @@ __all__ = ["Recovered", "RecoveryService", "is_half_made"]
 class Recovered:
     """One half-made create cleaned up."""
 
-    tag: str
+    tag: str = field(metadata=json_key("container"))
     user: str | None
     creator: str
     container_removed: bool = False
@@ -72,16 +73,6 @@ class Recovered:
         by = f"process {pid.pid}" if pid else "an earlier command"
         done = "; ".join(what) or "cleared its record"
         return f"A create interrupted earlier ({by}, {self.tag}) was cleaned up: {done}."
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "container": self.tag,
-            "user": self.user,
-            "creator": self.creator,
-            "container_removed": self.container_removed,
-            "dirs_removed": list(self.dirs_removed),
-            "queue_entry": self.queue_entry,
-        }
 
 
 def _dead_creator(info: ContainerInfo) -> Creator | None:
@@ -288,7 +279,7 @@ class RecoveryService:
                 target=item.tag,
                 result="removed" if item.container_removed else "cleaned",
                 owner=item.user,
-                details={**item.to_dict(), "by": self._by()},
+                details={**to_json(item), "by": self._by()},
             )
         except DS01Error as exc:
             self.ctx.warnings.append(f"The clean-up could not be recorded: {exc.message}")

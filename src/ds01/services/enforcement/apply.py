@@ -21,7 +21,7 @@ no notice; the quiet majority is stored in one transaction at the end of the pas
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -43,6 +43,7 @@ from ds01.domain.lifecycle import (
 )
 from ds01.domain.lifecycle_notices import render_notice
 from ds01.errors import DS01Error
+from ds01.serialize import JSON_OMIT_EMPTY, JSON_SKIP, json_round
 from ds01.services.audit import audited
 
 if TYPE_CHECKING:
@@ -52,14 +53,17 @@ if TYPE_CHECKING:
     from ds01.domain.labels import ContainerLabels
     from ds01.ports import Notifier
     from ds01.services.context import AppContext
+    from ds01.services.gpu.queue import QueueOutcome
 
 __all__ = [
     "BY",
     "RELEASED_KEY",
     "ActionApplier",
+    "BusyLoad",
     "ContainerOutcome",
     "PassError",
     "PassReport",
+    "PassResult",
     "Subject",
     "action_details",
 ]
@@ -133,25 +137,10 @@ class ContainerOutcome:
     runtime_deadline: datetime | None
     signals: dict[str, Any]
     actions: tuple[dict[str, Any], ...]
-    new_state: LifecycleState = field(repr=False, compare=False, default=LifecycleState())
-
-    def to_dict(self) -> dict[str, Any]:
-        def iso(value: datetime | None) -> str | None:
-            return None if value is None else value.isoformat()
-
-        return {
-            "container": self.container,
-            "owner": self.owner,
-            "state": self.state,
-            "holds_gpu": self.holds_gpu,
-            "activity": self.activity,
-            "idle": self.idle,
-            "idle_since": iso(self.idle_since),
-            "idle_deadline": iso(self.idle_deadline),
-            "runtime_deadline": iso(self.runtime_deadline),
-            "signals": self.signals,
-            "actions": list(self.actions),
-        }
+    #: What the pass stores for the container; internal, not in the report.
+    new_state: LifecycleState = field(
+        repr=False, compare=False, default=LifecycleState(), metadata=JSON_SKIP
+    )
 
 
 @dataclass(frozen=True)
@@ -161,22 +150,40 @@ class PassError:
     container: str | None
     owner: str | None
     message: str
-    traceback: str | None = None  # for internal errors (bugs) only
+    #: For internal errors (bugs) only; the key is left out otherwise.
+    traceback: str | None = field(default=None, metadata=JSON_OMIT_EMPTY)
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "container": self.container,
-            "owner": self.owner,
-            "message": self.message,
-        }
-        if self.traceback:
-            out["traceback"] = self.traceback
-        return out
+
+@dataclass(frozen=True)
+class BusyLoad:
+    """How loaded the GPUs were, and the idle-timeout factor that followed from it."""
+
+    is_busy: bool
+    idle_timeout_factor: float
+    allocated_equivalents: Fraction | None
+    total_equivalents: Fraction | None
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """The ``ds01 enforce --json`` document: a finished :class:`PassReport`, frozen."""
+
+    started_at: datetime
+    duration_s: float = field(metadata=json_round(3))
+    dry_run: bool
+    busy: BusyLoad
+    counts: Mapping[str, int]
+    containers: tuple[ContainerOutcome, ...]
+    errors: tuple[PassError, ...]
+    warnings: tuple[str, ...]
+    queue: tuple[QueueOutcome, ...]
+    pruned: int
 
 
 @dataclass
 class PassReport:
-    """What one pass saw and did: the ``ds01 enforce --json`` document."""
+    """What one pass saw and did, filled in as the pass goes; :meth:`result` is the
+    document ``ds01 enforce --json`` prints."""
 
     started_at: datetime
     dry_run: bool = False
@@ -187,7 +194,7 @@ class PassReport:
     containers: list[ContainerOutcome] = field(default_factory=list)
     errors: list[PassError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    queue: list[dict[str, Any]] = field(default_factory=list)
+    queue: list[QueueOutcome] = field(default_factory=list)
     pruned: int = 0
     inventory: Inventory | None = field(default=None, repr=False)
 
@@ -223,27 +230,25 @@ class PassReport:
             out[name] = sum(1 for c in self.containers for a in c.actions if a["action"] == name)
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        def eq(value: Fraction | None) -> float | None:
-            return None if value is None else round(float(value), 4)
-
-        return {
-            "started_at": self.started_at.isoformat(),
-            "duration_s": round(self.duration_s, 3),
-            "dry_run": self.dry_run,
-            "busy": {
-                "is_busy": self.busy.is_busy,
-                "idle_timeout_factor": self.busy.multiplier,
-                "allocated_equivalents": eq(self.allocated_equivalents),
-                "total_equivalents": eq(self.total_equivalents),
-            },
-            "counts": self.counts(),
-            "containers": [c.to_dict() for c in self.containers],
-            "errors": [e.to_dict() for e in self.errors],
-            "warnings": list(self.warnings),
-            "queue": list(self.queue),
-            "pruned": self.pruned,
-        }
+    def result(self) -> PassResult:
+        """The report as it stands, frozen (``to_json`` of it is the ``--json`` document)."""
+        return PassResult(
+            started_at=self.started_at,
+            duration_s=self.duration_s,
+            dry_run=self.dry_run,
+            busy=BusyLoad(
+                is_busy=self.busy.is_busy,
+                idle_timeout_factor=self.busy.multiplier,
+                allocated_equivalents=self.allocated_equivalents,
+                total_equivalents=self.total_equivalents,
+            ),
+            counts=self.counts(),
+            containers=tuple(self.containers),
+            errors=tuple(self.errors),
+            warnings=tuple(self.warnings),
+            queue=tuple(self.queue),
+            pruned=self.pruned,
+        )
 
 
 # --------------------------------------------------------------------------- applying

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from ds01.domain.actor import Actor
     from ds01.services.context import AppContext
 
-__all__ = ["grant", "listing", "parse_until", "withdraw"]
+__all__ = ["ListedExemption", "grant", "listing", "parse_until", "withdraw"]
 
 _NEVER = ("never", "forever")
 _UNTIL_HINT = (
@@ -175,7 +176,29 @@ def withdraw(
     return removed
 
 
-def listing(ctx: AppContext, actor: Actor) -> list[ExemptionRow]:
-    """Every stored exemption, expired ones included (the listing marks them)."""
+@dataclass(frozen=True)
+class ListedExemption:
+    """One line of ``ds01 admin exemptions --json``: the stored exemption, and whether it
+    is still in force (``until`` not yet reached) at the time of listing."""
+
+    user: str
+    kind: LimitKind
+    until: datetime | None
+    reason: str
+    created_by: str
+    created_at: datetime
+    active: bool
+
+    @classmethod
+    def of(cls, row: ExemptionRow, now: datetime) -> ListedExemption:
+        return cls(
+            row.user, row.kind, row.until, row.reason, row.created_by, row.created_at,
+            active=row.active(now),
+        )  # fmt: skip
+
+
+def listing(ctx: AppContext, actor: Actor) -> list[ListedExemption]:
+    """Every stored exemption, expired ones included (``active`` marks them)."""
     _require_admin(actor, "list exemptions")
-    return _store(ctx).exemptions()
+    now = ctx.clock.now()
+    return [ListedExemption.of(row, now) for row in _store(ctx).exemptions()]

@@ -278,8 +278,8 @@ class EnforceService:
             report.fail(None, None, exc, prefix="aggregate limits")
             return
         for item in results:
-            if not item["applied"] and item["reason"] not in ("no aggregate limit", ""):
-                report.warnings.append(f"aggregate limit of {item['user']}: {item['reason']}")
+            if not item.applied and item.reason not in ("no aggregate limit", ""):
+                report.warnings.append(f"aggregate limit of {item.user}: {item.reason}")
 
     def _save_now(self, report: PassReport) -> Callable[[Subject, LifecycleState], None]:
         """Store one container's state right after its actions (see enforce_apply)."""
@@ -322,16 +322,7 @@ class EnforceService:
         except Exception as exc:  # the pass's other work is done and must be reported
             report.fail(None, None, exc, prefix="GPU queue")
             return
-        report.queue = [
-            {
-                "id": o.entry_id,
-                "user": o.user,
-                "state": o.state,
-                "container": o.container,
-                "message": o.message,
-            }
-            for o in outcomes
-        ]
+        report.queue = list(outcomes)
 
     # -- loading ----------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import contextlib
 import json
 import os
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,14 +35,16 @@ from ds01.adapters.queue_store import QueueStore
 from ds01.domain.allocation import Allocation, GpuQuota, GpuRequest
 from ds01.domain.containers import ContainerState
 from ds01.domain.labels import L
-from ds01.domain.queue import Aging, Grant, QueueEntry, QueueState, Waiting, plan
+from ds01.domain.queue import Aging, Grant, QueueEntry, QueueState, plan
 from ds01.errors import DS01Error, ErrorCode, NotFoundError, RefusedError, UsageError
+from ds01.serialize import json_key, to_json
 from ds01.services.audit import audited
 from ds01.services.container.mount_verify import may_verify
 from ds01.services.container.provisioning import Prepared, finish, make_container
 from ds01.services.gpu.allocation import allocation_lock, allocation_lock_path
 from ds01.services.gpu.holdings import HoldingsService
 from ds01.services.gpu.queue_checks import Checked, check_rows, prepare_grant, request_record
+from ds01.services.gpu.queue_listing import QueueItem, queue_item
 from ds01.services.limits import limits_for_user
 
 if TYPE_CHECKING:
@@ -65,7 +67,7 @@ __all__ = ["QueueOutcome", "QueueService"]
 class QueueOutcome:
     """What one queue pass did to one entry."""
 
-    entry_id: int
+    entry_id: int = field(metadata=json_key("id"))
     user: str
     state: str  # granted | failed | expired
     container: str | None = None
@@ -188,7 +190,7 @@ class QueueService:
 
     # -- the commands ---------------------------------------------------------------------
 
-    def listing(self, actor: Actor, *, all_users: bool = False) -> list[dict[str, Any]]:
+    def listing(self, actor: Actor, *, all_users: bool = False) -> list[QueueItem]:
         """Waiting entries with position and why they wait (own ones; admins: all)."""
         if all_users and not actor.is_admin:
             # As `container list --all`: asking for everyone's is refused, not narrowed.
@@ -207,40 +209,18 @@ class QueueService:
         queue_plan = plan(
             [c.entry for c in checked], now, inventory, holdings, quotas, aging=self.aging()
         )
-        out = []
         mine = [(c.row, c.entry) for c in checked] + [(r.row, None) for r in refused]
         reasons = {r.row.entry.id: r.reason for r in refused}
-        for row, entry in sorted(mine, key=lambda x: x[0].entry.id):
-            if not (all_users and actor.is_admin) and row.entry.user != actor.name:
-                continue
-            item = row.to_dict()
-            if entry is None:
-                item.update(
-                    position=None,
-                    why="refused",
-                    detail=f"Refused at the next pass: {reasons[row.entry.id]}.",
-                    effective_priority=None,
-                )
-                out.append(item)
-                continue
-            item["priority"] = entry.priority  # the policy's, not what the row says
-            status = queue_plan.status(row.entry.id)
-            if isinstance(status, Waiting):
-                item.update(
-                    position=status.position,
-                    why=status.why.value,
-                    detail=status.detail,
-                    effective_priority=status.effective_priority,
-                )
-            elif isinstance(status, Grant):
-                item.update(
-                    position=status.position,
-                    why="granted_next_pass",
-                    detail="A device is free for it; it is granted in the next pass.",
-                    effective_priority=None,
-                )
-            out.append(item)
-        return out
+        return [
+            queue_item(
+                row,
+                entry,
+                queue_plan.status(row.entry.id),
+                refused=reasons.get(row.entry.id),
+            )
+            for row, entry in sorted(mine, key=lambda x: x[0].entry.id)
+            if (all_users and actor.is_admin) or row.entry.user == actor.name
+        ]
 
     def cancel(self, actor: Actor, entry_id: int) -> QueueRow:
         row = self.store.get(entry_id)
@@ -324,7 +304,7 @@ class QueueService:
                 target=f"lock:{ALLOCATION_LOCK}",
                 result="ok",
                 owner=holder.user,
-                details=holder.to_dict(),
+                details=to_json(holder),
             )
 
         try:

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ds01.adapters.identity import require_non_root
 from ds01.domain.labels import ImageLabels
 from ds01.domain.naming import project_image_name, split_tag, validate_name
 from ds01.errors import DS01Error, EngineError, ErrorCode, NotFoundError, RefusedError, UsageError
+from ds01.serialize import json_key
 from ds01.services.audit import audited
 from ds01.services.container.operations import ContainerService
 from ds01.services.gpu.queue import process_queue_quietly
@@ -40,25 +41,15 @@ __all__ = ["DeleteResult", "ImageDeleter"]
 
 @dataclass(frozen=True)
 class DeleteResult:
-    """What ``image delete`` removed, and the Dockerfile it kept."""
+    """What ``image delete`` removed, and the Dockerfile it kept; ``to_json`` of it is the
+    ``--json`` object (fields in the order the CLI has always printed them)."""
 
     name: str
     image: str
-    image_id: str
     removed_containers: tuple[str, ...]
     stopped_containers: tuple[str, ...]
-    dockerfile: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``--json`` object (its keys in the order the CLI has always printed them)."""
-        return {
-            "name": self.name,
-            "image": self.image,
-            "removed_containers": list(self.removed_containers),
-            "stopped_containers": list(self.stopped_containers),
-            "id": self.image_id,
-            "dockerfile_kept": self.dockerfile,
-        }
+    image_id: str = field(metadata=json_key("id"))
+    dockerfile: str | None = field(metadata=json_key("dockerfile_kept"))
 
 
 class ImageDeleter:

@@ -22,9 +22,9 @@ Building itself is :mod:`ds01.services.image.build`; deleting is
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ds01.adapters.identity import require_non_root
 from ds01.domain.dockerfile import ImageSpec, ImageUser, render_dockerfile
@@ -45,6 +45,7 @@ from ds01.domain.packages import (
     split_package_list,
 )
 from ds01.errors import DS01Error, ErrorCode, NotFoundError, RefusedError, UsageError
+from ds01.serialize import json_key, json_round
 from ds01.services.audit import audited
 from ds01.services.catalog import resolve_arch
 from ds01.services.container.mounts import CreatedDirs
@@ -76,11 +77,6 @@ __all__ = [
 DEFAULT_FRAMEWORK = "Pytorch"
 #: Last line of a wrapped Dockerfile whose build context is not the project directory.
 CONTEXT_COMMENT = "# ds01 build context: "
-
-
-def _listed_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """A result's fields as its ``--json`` object: tuples become lists."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
 
 
 @dataclass(frozen=True)
@@ -119,7 +115,8 @@ class ImageUpdateRequest:
 
 @dataclass(frozen=True)
 class ImageResult:
-    """What ``image create`` / ``image update`` did; ``to_dict`` is the ``--json`` object."""
+    """What ``image create`` / ``image update`` did; ``to_json`` of it is the ``--json``
+    object (``image_id`` last, as ``id``: the order the CLI has always printed)."""
 
     name: str
     image: str
@@ -129,18 +126,12 @@ class ImageResult:
     tiers: tuple[str, ...]
     written: bool
     built: bool
-    image_id: str | None = None
     log: str | None = None
-    seconds: float | None = None
+    seconds: float | None = field(default=None, metadata=json_round(1))
     steps: int | None = None
     cached_steps: int | None = None
     notes: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        out = _listed_fields(asdict(self))
-        out["id"] = out.pop("image_id")
-        out["seconds"] = None if self.seconds is None else round(self.seconds, 1)
-        return out
+    image_id: str | None = field(default=None, metadata=json_key("id"))
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,11 @@ import socket
 import subprocess
 from dataclasses import dataclass, field
 from enum import StrEnum
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ds01.domain.devices import format_equivalents
 from ds01.domain.naming import container_tag
 from ds01.errors import DS01Error, ErrorCode, UsageError
 from ds01.services.audit import audited
@@ -140,11 +142,11 @@ class OnboardingService:
                 exc.message,
                 fix=exc.hint or "Ask an administrator to check the resource-limits file.",
             )
-        limits = resolved.to_dict()["limits"]
+        limits = resolved.limit_items()
 
         def shown(key: str) -> str:
             item = limits.get(key)
-            return str(item["display"]) if item else "?"
+            return item.display if item else "?"
 
         cpus = shown("max_cpus")
         summary = (
@@ -176,18 +178,19 @@ class OnboardingService:
             status = GpuService(self.ctx).status()
         except DS01Error as exc:
             return Check("gpus", "GPUs", CheckStatus.WARN, f"cannot be read: {exc.message}")
-        devices = status["devices"]
+        devices = status.devices
         if not devices:
             return Check(
                 "gpus",
                 "GPUs",
                 CheckStatus.OK,
-                f"none on this host (inventory: {status['source']}); containers run on CPUs",
+                f"none on this host (inventory: {status.source}); containers run on CPUs",
             )
-        free, total = status["free_equivalents"], status["total_equivalents"]
-        names = sorted({str(d["name"]) for d in devices})
+        free = format_equivalents(status.free_equivalents)
+        total = format_equivalents(status.total_equivalents)
+        names = sorted({d.name for d in devices})
         summary = f"{free:g} of {total:g} GPU(s) free now ({', '.join(names)})"
-        mine = status["held_by_user"].get(user, 0)
+        mine = format_equivalents(status.held_by_user.get(user, Fraction(0)))
         held = (f"You hold {mine:g} of them (ds01 container list).",) if mine else ()
         if free <= 0:
             return Check(

@@ -301,3 +301,14 @@ def test_mig_profiles() -> None:
 )
 def test_mig_profile_refusals(value: object, message: str) -> None:
     assert _message(parse_mig_profiles, value) == message
+
+
+def test_full_width_digits_are_not_a_size() -> None:
+    # They look like 16g, but Docker reads only ASCII digits.
+    with pytest.raises(ValueError, match=r"^'１６g' is not a size; write a size such as 512m"):
+        parse_size("１６g")
+
+
+def test_full_width_digits_are_not_a_duration() -> None:
+    with pytest.raises(ValueError, match=r"^'２h' is not a duration; write a duration such as"):
+        parse_duration("２h")

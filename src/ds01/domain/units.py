@@ -61,12 +61,13 @@ MAX_COUNT = 2**63 - 1
 #: Docker stores CPUs as nano-CPUs in a signed 64-bit integer.
 MAX_CPUS = MAX_COUNT // 1_000_000_000
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?(?:([kmgtp])(i?))?(b?)$", re.IGNORECASE)
+# ASCII digits only, as Docker reads them ("１６g" in full-width digits is not 16g).
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?(?:([kmgtp])(i?))?(b?)$", re.IGNORECASE | re.ASCII)
 _SIZE_FACTOR = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
 #: Units used when writing a size back, largest first; bytes are written with "b".
 _SIZE_OUT = (("p", 1024**5), ("t", 1024**4), ("g", 1024**3), ("m", 1024**2), ("k", 1024))
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])\s*")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])\s*", re.ASCII)
 _DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION_OUT = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 

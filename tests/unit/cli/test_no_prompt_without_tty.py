@@ -23,7 +23,7 @@ from typer.core import TyperGroup
 
 import ds01
 from ds01.cli.main import build_app, main
-from tests.unit.test_cli_help import ANSI, COMMANDS
+from tests.unit.cli.test_cli_help import ANSI, COMMANDS
 
 #: Arguments that may be left out by design (the command then acts on the caller).
 OPTIONAL_BY_DESIGN = {

@@ -25,7 +25,7 @@ from ds01.domain.queue import (
     why_waiting,
 )
 from ds01.errors import ConfigError
-from tests.unit.test_allocation import T0, full_gpu, holding, inventory, mig_gpu
+from tests.unit.domain.test_allocation import T0, full_gpu, holding, inventory, mig_gpu
 
 ANY = GpuQuota()
 MIN = timedelta(minutes=1)

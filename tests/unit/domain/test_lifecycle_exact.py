@@ -21,7 +21,7 @@ from ds01.domain.lifecycle import (
     Warn,
     decide,
 )
-from tests.unit.test_lifecycle import GPU, GPU_BUSY, HOUR, MIG, MIN, QUIET, T0, running
+from tests.unit.domain.test_lifecycle import GPU, GPU_BUSY, HOUR, MIG, MIN, QUIET, T0, running
 
 P = ContainerPolicy()
 

@@ -17,7 +17,7 @@ from ds01.domain.lifecycle import ContainerPolicy
 from ds01.domain.policy import AggregateLimits
 from ds01.domain.queue import Aging
 from ds01.errors import DS01Error
-from tests.unit.test_allocation import full_gpu, holding, inventory, mig_gpu
+from tests.unit.domain.test_allocation import full_gpu, holding, inventory, mig_gpu
 
 INV = inventory(full_gpu(0), mig_gpu(1, ["1g.5gb", "3g.20gb"]))
 MIN = timedelta(minutes=1)

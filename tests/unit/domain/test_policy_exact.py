@@ -10,7 +10,7 @@ import pytest
 
 from ds01.domain.policy import GroupRule, Policy, UserRule, find_group, resolve
 from ds01.errors import DS01Error
-from tests.unit.test_policy import GiB, _membership_policy, _policy
+from tests.unit.domain.test_policy import GiB, _membership_policy, _policy
 
 AMBIGUOUS_HINT = (
     "Add membership_precedence: [group, ...] to the policy file (first listed wins), or give "

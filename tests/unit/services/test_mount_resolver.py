@@ -24,7 +24,7 @@ from ds01.domain.keepalive import MACHINES, keepalive_elf
 from ds01.errors import UsageError
 from ds01.services.container.mounts import check_mounts, check_unchanged, plan_mounts
 
-DATA = Path(__file__).resolve().parents[2] / "src" / "ds01" / "data"
+DATA = Path(__file__).resolve().parents[3] / "src" / "ds01" / "data"
 
 
 @pytest.fixture

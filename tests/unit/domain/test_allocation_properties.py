@@ -5,7 +5,7 @@ profiles, MIG-enabled GPUs with no instances, and (as a backend bug) MIG-enabled
 also listed whole. Random users with random quotas send random requests; every grant is
 applied as a holding and random holdings are freed.
 
-Every decision is compared, quantity by quantity, with :mod:`tests.unit.gpu_model`: which
+Every decision is compared, quantity by quantity, with :mod:`tests.unit.domain.gpu_model`: which
 devices (exactly), what they are charged (exact fractions from slices over the GPU's total
 slices), the quota refusal's held/asked/allowed, the no-fit counts, and the queue's order
 (priority + step * floor(wait / interval)), grants and reasons. The model enumerates
@@ -26,8 +26,15 @@ from ds01.domain.allocation import Allocation, NoFit, Refusal, decide
 from ds01.domain.devices import Device, Gpu, Inventory
 from ds01.domain.gpu_request import GpuQuota, GpuRequest, Holding
 from ds01.domain.queue import Aging, Grant, QueueEntry, Waiting, order, plan
-from tests.unit import gpu_model as model
-from tests.unit.test_allocation import A30_PROFILES, A100_PROFILES, T0, full_gpu, inventory, mig_gpu
+from tests.unit.domain import gpu_model as model
+from tests.unit.domain.test_allocation import (
+    A30_PROFILES,
+    A100_PROFILES,
+    T0,
+    full_gpu,
+    inventory,
+    mig_gpu,
+)
 
 PROPS = settings(max_examples=100, deadline=None)
 USERS = ("ann", "bob", "cyd", "dee")

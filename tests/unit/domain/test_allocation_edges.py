@@ -22,7 +22,7 @@ from ds01.domain.devices import Device, Gpu, Inventory
 from ds01.domain.gpu_request import GpuQuota, GpuRequest, Holding, RequestKind
 from ds01.domain.queue import Aging, QueueEntry, WaitReason, plan, position
 from ds01.errors import ConfigError, UsageError
-from tests.unit.test_allocation import T0, full_gpu, holding, inventory, mig_gpu
+from tests.unit.domain.test_allocation import T0, full_gpu, holding, inventory, mig_gpu
 
 MIG_ONLY = GpuQuota(allow_full_gpu=False)
 NAME = "NVIDIA A100-SXM4-40GB"

@@ -48,10 +48,10 @@ from ds01.domain.devices import (
     total_slices_of,
 )
 from ds01.errors import ConfigError, GpuQueryError, GpuUnavailableError
-from tests.unit import fakes_nvml
-from tests.unit.fakes_nvml import MIB, FakeGpu, FakeNvml, FakeProcess
+from tests.unit.adapters import fakes_nvml
+from tests.unit.adapters.fakes_nvml import MIB, FakeGpu, FakeNvml, FakeProcess
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 # -- nvidia-smi captures and a runner that serves them ---------------------------------
 

@@ -21,7 +21,7 @@ from ds01.config.yaml_source import (
 )
 from ds01.errors import ConfigError
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "resource-limits.yaml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "resource-limits.yaml"
 FILE = Path("/srv/policy/resource-limits.yaml")
 GiB = 1024**3
 

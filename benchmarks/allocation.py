@@ -39,6 +39,7 @@ from ds01.adapters.docker_engine import DockerEngine
 from ds01.adapters.gpu.file import FileInventory
 from ds01.adapters.gpu.smi import QUERY_GPU_FIELDS, SmiInventory
 from ds01.adapters.identity import actor_for_user
+from ds01.adapters.state_setup import install_state
 from ds01.config.loader import load_settings
 from ds01.domain.allocation import GpuRequest, decide
 from ds01.domain.labels import ContainerLabels
@@ -163,6 +164,8 @@ def main() -> int:
         ' "mig": {"profile": "1g.5gb", "count": 7}}}'
     )
     (tmp / "limits.yaml").write_text(yaml.safe_dump({"defaults": {"max_gpu_equivalents": None}}))
+    # Laid out as the installer does (root-owned, locks/ root's).
+    install_state(tmp / "state", group=None, admin_group=None)
     config = tmp / "ds01.yaml"
     config.write_text(
         yaml.safe_dump(

@@ -44,6 +44,7 @@ import yaml
 
 from _stats import spread  # benchmarks/ is on sys.path when a script here runs
 from ds01.adapters.identity import actor_for_user
+from ds01.adapters.state_setup import install_state
 from ds01.config.loader import load_settings
 from ds01.services.container.create import CreateRequest, CreateService
 from ds01.services.container.operations import ContainerService
@@ -80,7 +81,8 @@ def own_layer_bytes(container: str, committed: str | None) -> int:
 
 def setup_env(tmp: Path) -> Path:
     state = tmp / "state"
-    state.mkdir()
+    # Laid out as the installer does (root-owned, the docker group, locks/ root's).
+    install_state(state, group="docker", admin_group=None)
     config = tmp / "ds01.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -94,9 +96,8 @@ def setup_env(tmp: Path) -> Path:
     )
     (tmp / "limits.yaml").write_text(yaml.safe_dump({"defaults": {"max_containers": 100}}))
     tmp.chmod(0o755)
-    for path in tmp.iterdir():
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    state.chmod(0o2777)
+    for path in (config, tmp / "limits.yaml"):
+        path.chmod(0o644)
     return config
 
 

@@ -44,6 +44,7 @@ from _stats import spread  # benchmarks/ is on sys.path when a script here runs
 from ds01.adapters.docker_engine import DockerEngine
 from ds01.adapters.gpu.file import FileInventory
 from ds01.adapters.identity import actor_for_user
+from ds01.adapters.state_setup import install_state
 from ds01.config.loader import load_settings
 from ds01.domain.labels import ContainerLabels, L
 from ds01.services.context import AppContext
@@ -147,6 +148,8 @@ def write_setup(tmp: Path) -> tuple[Path, Path]:
     (tmp / "limits.yaml").write_text(
         yaml.safe_dump({"defaults": {"max_gpu_equivalents": None, "max_containers": None}})
     )
+    # Laid out as the installer does (root-owned, locks/ root's).
+    install_state(tmp / "state", group=None, admin_group=None)
     config = tmp / "ds01.yaml"
     config.write_text(
         yaml.safe_dump(

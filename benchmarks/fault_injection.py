@@ -49,6 +49,7 @@ import yaml
 
 from ds01.adapters.docker_engine import DockerEngine
 from ds01.adapters.identity import actor_for_user
+from ds01.adapters.state_setup import install_state
 from ds01.config.loader import load_settings
 from ds01.domain.labels import AIME, L
 from ds01.domain.queue import QueueState
@@ -94,9 +95,8 @@ def ensure_users() -> None:
 
 def make_env(root: Path) -> Path:
     state = root / "state"
-    state.mkdir()
-    os.chown(state, 0, grp.getgrnam("docker").gr_gid)
-    state.chmod(0o2775)
+    # Laid out as the installer does (root-owned, the docker group, locks/ root's).
+    install_state(state, group="docker", admin_group=None)
     inventory = root / "gpus.json"
     inventory.write_text(
         json.dumps(

@@ -152,6 +152,17 @@ def test_aime_gpus_label_means_these_devices(label: str, expected: tuple[str, ..
     assert aime_devices(label, INV) == expected
 
 
+def test_a_mig_gpu_without_instances_stands_for_nothing() -> None:
+    empty = Gpu(index=0, uuid="GPU-e", name="H200", memory_mib=1, mig_enabled=True, total_slices=7)
+    whole = Gpu(index=1, uuid="GPU-w", name="H200", memory_mib=1)
+    inventory = Inventory(gpus=(empty, whole), devices=devices_for_gpu(whole))
+    assert aime_devices("all", inventory) == ("GPU-w",)
+    assert aime_devices("1", inventory) == ()
+    assert aime_devices("device=0,1", inventory) == ("GPU-w",)
+    # Only quotes and blanks around the label are dropped, nothing else.
+    assert aime_devices("X1X", inventory) == ()
+
+
 # -- resolved limits --------------------------------------------------------------------
 
 
@@ -226,6 +237,9 @@ def test_container_count_on_below_and_above_the_cap() -> None:
         ("memory", 32 * 1024**3, "32g"),
         ("idle_timeout", 5400, "1h30m"),
         ("max_cpus", 2.5, "2.5"),
+        ("max_cpus", 2.0, "2"),
+        ("aggregate.cpus", 16.0, "16"),
+        ("no_such_key", 2.0, "2.0"),
         ("idle.gpu_threshold", 5.0, "5%"),
         ("max_containers", 3, "3"),
     ],

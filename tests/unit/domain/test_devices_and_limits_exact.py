@@ -160,7 +160,7 @@ def test_a_mig_gpu_without_instances_stands_for_nothing() -> None:
     assert aime_devices("1", inventory) == ()
     assert aime_devices("device=0,1", inventory) == ("GPU-w",)
     # Only quotes and blanks around the label are dropped, nothing else.
-    assert aime_devices("X1X", inventory) == ()
+    assert aime_devices("X2X", inventory) == ()
 
 
 # -- resolved limits --------------------------------------------------------------------

@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 
+from ds01.adapters.docker_engine import DockerEngine
+from ds01.errors import EngineError
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DS01_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
 FIXTURES = SHARED / "fixtures"
@@ -28,6 +31,27 @@ EXPECTED_SKIPS: dict[str, str] = {}
 def require_environment() -> bool:
     """True under CI: a missing environment is a failure, not a skip."""
     return os.environ.get("DS01_REQUIRE_DOCKER") == "1"
+
+
+#: The hermetic base image (scripts/hermetic-base.sh) every Docker test builds on.
+BASE_IMAGE = "ds01-test/bookworm-base:latest"
+
+
+def reachable_docker_engine() -> DockerEngine:
+    """The test daemon with the hermetic base image; skips without them (fails under CI)."""
+    engine = DockerEngine()
+    try:
+        engine.info()
+    except EngineError as exc:
+        if require_environment():
+            pytest.fail(f"DS01_REQUIRE_DOCKER=1 but no Docker engine: {exc}")
+        pytest.skip(f"no Docker engine reachable: {exc}")
+    if engine.image(BASE_IMAGE) is None:
+        message = f"hermetic base image {BASE_IMAGE} missing: run scripts/hermetic-base.sh"
+        if require_environment():
+            pytest.fail(message)
+        pytest.skip(message)
+    return engine
 
 
 def _expected(nodeid: str) -> str | None:

@@ -29,11 +29,10 @@ from ds01.adapters.memory_engine import MemoryEngine
 from ds01.adapters.memory_images import epoch
 from ds01.domain.containers import SLEEP_COMMAND, ContainerSpec
 from ds01.domain.engine_types import ImageInfo
-from ds01.errors import DS01Error, EngineError
+from ds01.errors import DS01Error
 from ds01.ports import ContainerEngine
-from tests.conftest import require_environment
+from tests.conftest import BASE_IMAGE, reachable_docker_engine
 
-BASE_IMAGE = "ds01-test/bookworm-base:latest"
 #: The label every container a test makes carries (value: the test's prefix).
 OWNER_LABEL = "ds01conf"
 SH_SCRIPT = ("sh", "-c", "echo out; echo err >&2; exit 3")
@@ -121,19 +120,7 @@ class Rig:
 
 @pytest.fixture(scope="session")
 def docker_engine() -> DockerEngine:
-    engine = DockerEngine()
-    try:
-        engine.info()
-    except EngineError as exc:
-        if require_environment():
-            pytest.fail(f"DS01_REQUIRE_DOCKER=1 but no Docker engine: {exc}")
-        pytest.skip(f"no Docker engine reachable: {exc}")
-    if engine.image(BASE_IMAGE) is None:
-        message = f"hermetic base image {BASE_IMAGE} missing: run scripts/hermetic-base.sh"
-        if require_environment():
-            pytest.fail(message)
-        pytest.skip(message)
-    return engine
+    return reachable_docker_engine()
 
 
 def memory_engine() -> MemoryEngine:

@@ -14,7 +14,8 @@ import pytest
 from ds01.domain.containers import ContainerState, Limits, Mount
 from ds01.errors import DS01Error, NotFoundError, UsageError
 from ds01.ports import ContainerEngine
-from tests.conformance.conftest import BASE_IMAGE, OWNER_LABEL, Rig
+from tests.conformance.conftest import OWNER_LABEL, Rig
+from tests.conftest import BASE_IMAGE
 
 
 def _error(call: Callable[[], Any]) -> tuple[str, str]:

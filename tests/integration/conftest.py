@@ -32,11 +32,9 @@ from ds01.adapters.state_setup import install_state
 from ds01.config.settings import Settings
 from ds01.domain.actor import Actor
 from ds01.domain.labels import AIME
-from ds01.errors import EngineError
 from ds01.services.context import AppContext
-from tests.conftest import FIXTURES, PROJECT_ROOT
+from tests.conftest import FIXTURES, PROJECT_ROOT, reachable_docker_engine
 
-BASE_IMAGE = "ds01-test/bookworm-base:latest"
 #: The catalog image newest for CUDA_ADA in AIME's v2 catalog, tagged by hermetic-base.sh.
 CATALOG_IMAGE_ADA = "aimehub/pytorch-2.8.0-aime-cuda12.6.3"
 USER_PREFIX = "ds01t-"
@@ -56,19 +54,7 @@ def _require_docker() -> bool:
 
 @pytest.fixture(scope="session")
 def engine() -> DockerEngine:
-    eng = DockerEngine()
-    try:
-        eng.info()
-    except EngineError as exc:
-        if _require_docker():
-            pytest.fail(f"DS01_REQUIRE_DOCKER=1 but no Docker engine: {exc}")
-        pytest.skip(f"no Docker engine reachable: {exc}")
-    if eng.image(BASE_IMAGE) is None:
-        message = f"hermetic base image {BASE_IMAGE} missing: run scripts/hermetic-base.sh"
-        if _require_docker():
-            pytest.fail(message)
-        pytest.skip(message)
-    return eng
+    return reachable_docker_engine()
 
 
 def _run(argv: list[str]) -> None:

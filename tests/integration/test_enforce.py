@@ -51,8 +51,8 @@ from ds01.services.container.create import CreateRequest, CreateService
 from ds01.services.container.operations import ContainerService
 from ds01.services.enforcement.exemptions import grant, listing, parse_until, withdraw
 from ds01.services.enforcement.passes import EnforceService, watch
-from tests.conftest import FIXTURES, PROJECT_ROOT
-from tests.integration.conftest import BASE_IMAGE, Ds01Env
+from tests.conftest import BASE_IMAGE, FIXTURES, PROJECT_ROOT
+from tests.integration.conftest import Ds01Env
 
 PREFIX = "ds01e-"
 IDLE, BUSY, EXEMPT, KEEP, WAIT = (

@@ -23,7 +23,8 @@ from ds01.errors import NotFoundError, RefusedError, UsageError
 from ds01.services.container.create import CreateRequest, CreateService
 from ds01.services.container.operations import ContainerService
 from ds01.services.context import AppContext
-from tests.integration.conftest import BASE_IMAGE, Ds01Env, InspectFn
+from tests.conftest import BASE_IMAGE
+from tests.integration.conftest import Ds01Env, InspectFn
 
 pytestmark = pytest.mark.docker
 

@@ -33,8 +33,8 @@ from ds01.domain.actor import Actor
 from ds01.domain.labels import L
 from ds01.domain.naming import project_image_name
 from ds01.domain.user_setup import account_name
+from tests.conftest import BASE_IMAGE
 from tests.integration.conftest import (
-    BASE_IMAGE,
     DEFAULT_LIMITS,
     ONE_H200,
     TEST_ADMIN_GROUP,

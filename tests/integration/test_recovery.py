@@ -33,7 +33,8 @@ from ds01.errors import EngineError
 from ds01.services.container.create import CreateRequest, CreateService
 from ds01.services.container.provisioning import make_container
 from ds01.services.container.recovery import RecoveryService
-from tests.integration.conftest import BASE_IMAGE, DS01_BIN
+from tests.conftest import BASE_IMAGE
+from tests.integration.conftest import DS01_BIN
 
 MIG_GPU = {
     "generate": {

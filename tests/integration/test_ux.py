@@ -47,8 +47,8 @@ from ds01.domain.actor import Actor
 from ds01.domain.labels import L
 from ds01.domain.naming import container_tag, project_image_name
 from ds01.services.container.deploy import packages_from_changes
-from tests.conftest import FIXTURES
-from tests.integration.conftest import BASE_IMAGE, DS01_BIN, ONE_H200, TEST_ADMIN_GROUP, Ds01Env
+from tests.conftest import BASE_IMAGE, FIXTURES
+from tests.integration.conftest import DS01_BIN, ONE_H200, TEST_ADMIN_GROUP, Ds01Env
 
 USER, GROUP = "ds01u-erin", "ds01u-ux"
 PROJECT = "my-thesis"

@@ -11,7 +11,14 @@ from dataclasses import replace
 from ds01.domain.actor import Actor
 from ds01.errors import ErrorCode, RefusedError, UsageError
 
-__all__ = ["SystemAccounts", "actor_for_user", "require_non_root", "resolve_actor", "user_groups"]
+__all__ = [
+    "SystemAccounts",
+    "actor_for_user",
+    "require_non_root",
+    "resolve_actor",
+    "unknown_user",
+    "user_groups",
+]
 
 
 def user_groups(name: str, gid: int) -> tuple[str, ...]:
@@ -34,6 +41,15 @@ def _is_admin(uid: int, groups: tuple[str, ...], admin_group: str | None) -> boo
     return uid == 0 or (admin_group is not None and admin_group in groups)
 
 
+def unknown_user(user: str) -> UsageError:
+    """The error for a name that is no account here (exit 2), from any account source."""
+    return UsageError(
+        f"There is no user {user!r} on this system.",
+        hint="Check the name with 'getent passwd NAME'.",
+        code=ErrorCode.UNKNOWN_USER,
+    )
+
+
 def actor_for_user(user: str, *, admin_group: str | None = None, with_groups: bool = True) -> Actor:
     """The Actor for a named (or numeric) Linux account; exit 2 if it does not exist.
 
@@ -43,11 +59,7 @@ def actor_for_user(user: str, *, admin_group: str | None = None, with_groups: bo
     try:
         pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
     except KeyError as exc:
-        raise UsageError(
-            f"There is no user {user!r} on this system.",
-            hint="Check the name with 'getent passwd NAME'.",
-            code=ErrorCode.UNKNOWN_USER,
-        ) from exc
+        raise unknown_user(user) from exc
     groups = user_groups(pw.pw_name, pw.pw_gid) if with_groups else ()
     return Actor(
         uid=pw.pw_uid,

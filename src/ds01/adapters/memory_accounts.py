@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from ds01.adapters.identity import unknown_user
 from ds01.domain.actor import Actor
-from ds01.errors import ErrorCode, UsageError
 
 __all__ = ["MemoryAccounts"]
 
@@ -30,11 +30,7 @@ class MemoryAccounts:
     ) -> Actor:
         found = self._find(user)
         if found is None:
-            raise UsageError(
-                f"There is no user {user!r} on this system.",
-                hint="Check the name with 'getent passwd NAME'.",
-                code=ErrorCode.UNKNOWN_USER,
-            )
+            raise unknown_user(user)
         groups = found.groups if with_groups else ()
         # As the system lookup: root, or a member of the admin group (groups looked up).
         is_admin = found.uid == 0 or (admin_group is not None and admin_group in groups)

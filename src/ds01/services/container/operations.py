@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from ds01.adapters.keepalive import keepalive_path
-from ds01.domain.allocation import validate_before_start
+from ds01.domain.allocation import user_equivalents, validate_before_start
 from ds01.domain.containers import MAIN_COMMANDS, ContainerInfo, ContainerState
 from ds01.domain.devices import format_equivalents
 from ds01.domain.naming import TAG_SEPARATOR, container_tag, split_tag
@@ -305,7 +304,7 @@ class ContainerService:
         if any(h.container == details.info.tag for h in view.in_force):
             return  # still within its hold after stop: nothing was released
         quota = limits_for_user(self.ctx, labels.user).gpu_quota()
-        held = sum((h.equivalents for h in view.in_force if h.user == labels.user), Fraction(0))
+        held = user_equivalents(view.in_force, labels.user)
         limit = quota.max_gpu_equivalents
         if limit is not None and held + labels.gpu_equivalents > limit:
             raise RefusedError(

@@ -113,9 +113,3 @@ class HoldingsService:
         kept = {h.container for h in in_force}
         expired = [h for h in holdings if h.container not in kept]
         return HoldingsView(in_force, expired, containers)
-
-    def user_equivalents(self, user: str, view: HoldingsView) -> Fraction:
-        return sum((h.equivalents for h in view.in_force if h.user == user), Fraction(0))
-
-    def read_inventory(self) -> Inventory:
-        return self.ctx.inventory.read()

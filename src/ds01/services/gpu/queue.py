@@ -201,7 +201,7 @@ class QueueService:
             )
         rows = self.store.waiting()
         gpus = HoldingsService(self.ctx)
-        inventory = gpus.read_inventory()
+        inventory = self.ctx.inventory.read()
         holdings = gpus.holdings().in_force
         quotas = self._quotas({r.entry.user for r in rows})
         checked, refused = check_rows(self.ctx, rows, quotas)
@@ -271,7 +271,7 @@ class QueueService:
                 outcomes.append(self._refuse(bad.row, bad.reason))
             checked = self._expire(checked, outcomes)
             gpus = HoldingsService(self.ctx)
-            inventory = gpus.read_inventory()
+            inventory = self.ctx.inventory.read()
             holdings = gpus.holdings(now).in_force
             by_id = {c.entry.id: c for c in checked}
             entries = [c.entry for c in checked]
